@@ -1,0 +1,1 @@
+"""dedup's benchmarks: ``python -m benchmarks`` (``make bench``)."""

@@ -1,0 +1,46 @@
+"""Run every ``benchmarks/bench_*.py`` in one process and print the comparisons.
+
+Usage: ``python -m benchmarks [--quick] [NAME ...]`` where NAME filters modules
+(e.g. ``memory``, ``redis``, ``sweep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import time
+
+import benchmarks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("names", nargs="*", help="only modules whose name contains one of these")
+    args = parser.parse_args(argv)
+    modules = sorted(
+        m.name for m in pkgutil.iter_modules(benchmarks.__path__) if m.name.startswith("bench_")
+    )
+    if args.names:
+        modules = [m for m in modules if any(n in m for n in args.names)]
+    unmet = []
+    for name in modules:
+        start = time.perf_counter()
+        module = importlib.import_module(f"benchmarks.{name}")
+        print(f"# {name}", flush=True)
+        for comparison in module.run(quick=args.quick):
+            print(comparison.render(), flush=True)
+            if comparison.met is False:
+                unmet.append(f"{name}: {comparison.title}")
+        print(f"# {name} took {time.perf_counter() - start:.1f} s\n", flush=True)
+    if unmet:
+        print("targets not met:\n  " + "\n  ".join(unmet))
+    else:
+        print("all targets met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

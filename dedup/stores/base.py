@@ -1,0 +1,224 @@
+"""The window-store contract and the logic every backend shares.
+
+A window store remembers, for a time window, which event keys were processed,
+with a claim lifecycle that never loses an event:
+
+``claim`` (atomic per key)
+    CLAIMED with a fencing token when no live record exists; DUPLICATE when the
+    key was completed within the window; IN_FLIGHT when another consumer holds
+    a live lease on it.
+``complete``
+    turns the caller's claim into a completed record kept for ``window_s``.
+    It succeeds when the caller still holds the claim, or when nobody holds the
+    key any more (the lease ran out and no one took over); it fails (returns
+    ``False``) when another consumer claimed or completed the key meanwhile.
+``release``
+    drops the caller's claim, so a redelivery of the event is processed again.
+
+Expiry is always decided in code against the injectable clock, never left to
+the backend's own TTL alone (DynamoDB deletes expired items up to 48 h late and
+simulated time runs faster than a server's). Backends use their TTL for
+housekeeping only.
+
+Backends implement three small private hooks (``_claim``, ``_complete``,
+``_release``) over storage keys and integer milliseconds; this class owns
+validation, key hashing, tokens and translating backend failures into
+:class:`~dedup.errors.StoreUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import itertools
+import math
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dedup.clock import SYSTEM_CLOCK, Clock
+from dedup.errors import ConfigurationError, StoreUnavailableError
+from dedup.keys import digest
+
+DEFAULT_PREFIX = "dedup:"
+STORAGE_KEY_DIGEST_BYTES = 16
+_MAX_PREFIX_CHARS = 64
+
+
+class ClaimStatus(enum.Enum):
+    """What a claim found."""
+
+    CLAIMED = "claimed"
+    DUPLICATE = "duplicate"
+    IN_FLIGHT = "in_flight"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The result of claiming one key.
+
+    ``token`` is the fencing token when CLAIMED; ``fingerprint`` is the payload
+    fingerprint on record (the caller's when CLAIMED, the earlier event's
+    otherwise), used for payload validation.
+    """
+
+    key: str
+    storage_key: str
+    status: ClaimStatus
+    token: str | None = None
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimOutcome:
+    """What a backend's ``_claim`` hook reports for one key."""
+
+    status: ClaimStatus
+    fingerprint: str = ""
+
+
+class WindowStore(ABC):
+    """Base class of all window stores.
+
+    ``prefix`` namespaces the storage keys (several applications may share one
+    Redis); a storage key is ``prefix`` plus a fixed-length digest of the raw
+    key, so event data can neither inject into nor bloat the key space.
+    """
+
+    #: Short backend name used in errors and reports.
+    name: str = "store"
+    #: Backend exception types that mean "unreachable": wrapped as StoreUnavailableError.
+    unavailable_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, *, clock: Clock | None = None, prefix: str = DEFAULT_PREFIX) -> None:
+        if not isinstance(prefix, str) or len(prefix) > _MAX_PREFIX_CHARS:
+            raise ConfigurationError(f"prefix must be a string of at most {_MAX_PREFIX_CHARS} chars")
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        self.prefix = prefix
+        self._token_nonce = secrets.token_hex(4)
+        self._token_seq = itertools.count(1)
+
+    # ---- public API -------------------------------------------------------
+
+    def storage_key(self, key: str) -> str:
+        """The bounded, namespaced key under which ``key`` is stored."""
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"a dedup key must be a non-empty string, got {key!r:.80}")
+        raw = digest(key, STORAGE_KEY_DIGEST_BYTES)
+        return self.prefix + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def claim(
+        self,
+        keys: Sequence[str],
+        lease_s: float,
+        *,
+        fingerprints: Sequence[str] | None = None,
+        slide_s: float | None = None,
+    ) -> list[Claim]:
+        """Claim every key for ``lease_s`` seconds, atomically per key, in one call.
+
+        ``fingerprints`` (one per key) are recorded for payload validation.
+        ``slide_s`` makes a DUPLICATE sighting extend the record to now + slide_s
+        (the ``sliding`` window mode). A key repeated within ``keys`` is claimed
+        once; its later copies report IN_FLIGHT.
+        """
+        if not keys:
+            return []
+        lease_ms = _duration_ms(lease_s, "lease_s")
+        slide_ms = _duration_ms(slide_s, "slide_s") if slide_s is not None else 0
+        fps = list(fingerprints) if fingerprints is not None else [""] * len(keys)
+        if len(fps) != len(keys):
+            raise ValueError("fingerprints must match keys one to one")
+        skeys = [self.storage_key(k) for k in keys]
+        tokens = [self._new_token() for _ in keys]
+        outcomes = self._call(
+            self._claim, skeys, tokens, fps, self._now_ms(), lease_ms, slide_ms
+        )
+        return [
+            Claim(k, sk, o.status, tok if o.status is ClaimStatus.CLAIMED else None, o.fingerprint)
+            for k, sk, tok, o in zip(keys, skeys, tokens, outcomes, strict=True)
+        ]
+
+    def complete(self, claims: Sequence[Claim], window_s: float) -> list[bool]:
+        """Record each CLAIMED claim as completed for ``window_s`` seconds.
+
+        Returns, per claim, whether it was recorded (``False``: another
+        consumer claimed or completed the key after this lease ran out; claims
+        that were not CLAIMED are skipped and report ``False``).
+        """
+        window_ms = _duration_ms(window_s, "window_s")
+        return self._per_claim(claims, lambda owned: self._call(
+            self._complete, owned, self._now_ms(), window_ms
+        ))
+
+    def release(self, claims: Sequence[Claim]) -> list[bool]:
+        """Drop each CLAIMED claim still held by its token, so a redelivery is processed."""
+        return self._per_claim(claims, lambda owned: self._call(self._release, owned, self._now_ms()))
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release backend resources (connections); the default holds none."""
+
+    def __enter__(self) -> WindowStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- backend hooks ----------------------------------------------------
+
+    @abstractmethod
+    def _claim(
+        self,
+        skeys: list[str],
+        tokens: list[str],
+        fingerprints: list[str],
+        now_ms: int,
+        lease_ms: int,
+        slide_ms: int,
+    ) -> list[ClaimOutcome]:
+        """Claim storage keys in order; a key repeated in the batch is IN_FLIGHT after its first."""
+
+    @abstractmethod
+    def _complete(self, owned: list[tuple[str, str, str]], now_ms: int, window_ms: int) -> list[bool]:
+        """Complete ``(storage_key, token, fingerprint)`` triples (see ``complete``)."""
+
+    @abstractmethod
+    def _release(self, owned: list[tuple[str, str, str]], now_ms: int) -> list[bool]:
+        """Delete the records still held by these tokens."""
+
+    # ---- shared helpers ---------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self.clock.now_s() * 1000)
+
+    def _new_token(self) -> str:
+        return f"{self._token_nonce}{next(self._token_seq):x}"
+
+    def _per_claim(self, claims: Sequence[Claim], run) -> list[bool]:
+        owned_idx = [i for i, c in enumerate(claims) if c.status is ClaimStatus.CLAIMED]
+        results = [False] * len(claims)
+        if owned_idx:
+            owned = [(claims[i].storage_key, claims[i].token or "", claims[i].fingerprint)
+                     for i in owned_idx]
+            for i, ok in zip(owned_idx, run(owned), strict=True):
+                results[i] = bool(ok)
+        return results
+
+    def _call(self, hook, *args):
+        try:
+            return hook(*args)
+        except self.unavailable_errors as exc:
+            raise StoreUnavailableError(self.describe(), exc) from exc
+
+    def describe(self) -> str:
+        """A human-readable name of this store and where it points (no secrets)."""
+        return self.name
+
+
+def _duration_ms(value: float | None, name: str) -> int:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return max(1, round(value * 1000))

@@ -1,0 +1,59 @@
+"""Shared fixtures: the clock, and a real redis-server this test session starts itself.
+
+Under CI (``CI`` set) a missing or unstartable redis-server fails the Redis tests
+instead of skipping them, so CI can never pass without exercising real Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from dedup.clock import ManualClock
+from dedup.localredis import LocalRedis, redis_server_binary
+
+EVENTS_DIR = Path(__file__).parent / "events"
+
+
+def load_event(name: str) -> dict:
+    """A canonical event sample from ``tests/events/``."""
+    return json.loads((EVENTS_DIR / name).read_text())
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"real Redis is required under CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[LocalRedis]:
+    """A redis-server on a free loopback port, started for this session and stopped after."""
+    if redis_server_binary() is None:
+        _unavailable("redis-server is not installed (apt-get install redis-server)")
+    server = LocalRedis()
+    try:
+        server.start()
+    except Exception as exc:
+        _unavailable(f"could not start redis-server: {exc}")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_client(redis_server: LocalRedis) -> Iterator[redis.Redis]:
+    """A client of the session's own server, flushed before each test (it is ours alone)."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
