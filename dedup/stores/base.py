@@ -13,7 +13,8 @@ with a claim lifecycle that never loses an event:
     key any more (the lease ran out and no one took over); it fails (returns
     ``False``) when another consumer claimed or completed the key meanwhile.
 ``release``
-    drops the caller's claim, so a redelivery of the event is processed again.
+    drops the caller's claim while its lease is live, so a redelivery of the
+    event is processed again (a lapsed lease needs no release: it reports ``False``).
 
 Expiry is always decided in code against the injectable clock, never left to
 the backend's own TTL alone (DynamoDB deletes expired items up to 48 h late and
@@ -153,7 +154,7 @@ class WindowStore(ABC):
         ))
 
     def release(self, claims: Sequence[Claim]) -> list[bool]:
-        """Drop each CLAIMED claim still held by its token, so a redelivery is processed."""
+        """Drop each CLAIMED claim whose live lease is still held by its token."""
         return self._per_claim(claims, lambda owned: self._call(self._release, owned, self._now_ms()))
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -185,7 +186,7 @@ class WindowStore(ABC):
 
     @abstractmethod
     def _release(self, owned: list[tuple[str, str, str]], now_ms: int) -> list[bool]:
-        """Delete the records still held by these tokens."""
+        """Delete the live records still held by these tokens."""
 
     # ---- shared helpers ---------------------------------------------------
 

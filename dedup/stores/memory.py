@@ -104,7 +104,12 @@ class MemoryStore(WindowStore):
         with self._lock:
             for skey, token, _fp in owned:
                 rec = self._records.get(skey)
-                mine = rec is not None and rec[_STATE] == _IN_FLIGHT and rec[_TOKEN] == token
+                mine = (
+                    rec is not None
+                    and rec[_STATE] == _IN_FLIGHT
+                    and rec[_DEADLINE] > now_ms
+                    and rec[_TOKEN] == token
+                )
                 if mine:
                     del self._records[skey]
                 out.append(mine)

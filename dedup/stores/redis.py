@@ -84,8 +84,9 @@ end
 return out
 """
 
-# KEYS: storage keys. ARGV: token_i per key. Deletes records still held by the token.
+# KEYS: storage keys. ARGV: now_ms, then token_i per key. Deletes live records still held by the token.
 RELEASE_LUA = """
+local now = tonumber(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
   local v = redis.call('GET', key)
@@ -94,7 +95,7 @@ for i, key in ipairs(KEYS) do
     local comma = string.find(v, ',', 2, true)
     local rest = string.sub(v, comma + 1)
     local c2 = string.find(rest, ',', 1, true)
-    if c2 and string.sub(rest, 1, c2 - 1) == ARGV[i] then
+    if c2 and tonumber(string.sub(v, 2, comma - 1)) > now and string.sub(rest, 1, c2 - 1) == ARGV[1 + i] then
       redis.call('DEL', key)
       out[i] = 1
     end
@@ -167,7 +168,7 @@ class RedisStore(WindowStore):
         return [bool(r) for r in self._complete_script(keys=[o[0] for o in owned], args=args)]
 
     def _release(self, owned, now_ms):
-        raw = self._release_script(keys=[o[0] for o in owned], args=[o[1] for o in owned])
+        raw = self._release_script(keys=[o[0] for o in owned], args=[now_ms, *(o[1] for o in owned)])
         return [bool(r) for r in raw]
 
 
