@@ -6,23 +6,14 @@ instead of skipping them, so CI can never pass without exercising real Redis.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from dedup.clock import ManualClock
 from dedup.localredis import LocalRedis, redis_server_binary
-
-EVENTS_DIR = Path(__file__).parent / "events"
-
-
-def load_event(name: str) -> dict:
-    """A canonical event sample from ``tests/events/``."""
-    return json.loads((EVENTS_DIR / name).read_text())
 
 
 def _unavailable(reason: str) -> None:

@@ -1,0 +1,130 @@
+"""The window-store contract, run on every backend (see ``make_store``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dedup.stores import ClaimStatus
+from dedup.stores.base import STORAGE_KEY_DIGEST_BYTES
+
+C, D, I = ClaimStatus.CLAIMED, ClaimStatus.DUPLICATE, ClaimStatus.IN_FLIGHT  # noqa: E741
+
+
+@pytest.fixture
+def store(make_store, clock):
+    return make_store(clock)
+
+
+def statuses(claims):
+    return [c.status for c in claims]
+
+
+def test_first_claim_wins_and_a_second_sees_in_flight(store):
+    first = store.claim(["k"], lease_s=30)
+    assert statuses(first) == [C]
+    assert first[0].token
+    assert statuses(store.claim(["k"], lease_s=30)) == [I]
+
+
+def test_completed_key_is_a_duplicate_within_the_window(store, clock):
+    store.complete(store.claim(["k"], lease_s=30), window_s=60)
+    clock.advance(59.9)
+    assert statuses(store.claim(["k"], lease_s=30)) == [D]
+
+
+def test_fixed_window_expires_and_the_key_is_claimable_again(store, clock):
+    store.complete(store.claim(["k"], lease_s=30), window_s=60)
+    clock.advance(30)
+    assert statuses(store.claim(["k"], lease_s=30)) == [D]  # a sighting does not extend it
+    clock.advance(30)
+    assert statuses(store.claim(["k"], lease_s=30)) == [C]
+
+
+def test_sliding_window_is_extended_by_every_duplicate_sighting(store, clock):
+    store.complete(store.claim(["k"], lease_s=30), window_s=60)
+    for _ in range(3):
+        clock.advance(45)
+        assert statuses(store.claim(["k"], lease_s=30, slide_s=60)) == [D]
+    clock.advance(60)
+    assert statuses(store.claim(["k"], lease_s=30, slide_s=60)) == [C]
+
+
+def test_released_claim_lets_a_redelivery_be_processed(store):
+    claims = store.claim(["k"], lease_s=30)
+    assert store.release(claims) == [True]
+    assert statuses(store.claim(["k"], lease_s=30)) == [C]
+
+
+def test_an_expired_lease_can_be_taken_over_and_the_old_holder_cannot_complete(store, clock):
+    old = store.claim(["k"], lease_s=10)
+    clock.advance(10)
+    new = store.claim(["k"], lease_s=10)
+    assert statuses(new) == [C]
+    assert new[0].token != old[0].token
+    assert store.complete(old, window_s=60) == [False]
+    assert store.release(old) == [False]
+    assert statuses(store.claim(["k"], lease_s=10)) == [I]
+    assert store.complete(new, window_s=60) == [True]
+
+
+def test_completion_after_the_lease_ran_out_succeeds_when_nobody_took_over(store, clock):
+    claims = store.claim(["k"], lease_s=10)
+    clock.advance(11)
+    assert store.complete(claims, window_s=60) == [True]
+    assert statuses(store.claim(["k"], lease_s=10)) == [D]
+
+
+def test_only_the_token_holder_can_release(store, clock):
+    mine = store.claim(["k"], lease_s=10)
+    clock.advance(10)
+    store.claim(["k"], lease_s=10)  # someone else now holds it
+    assert store.release(mine) == [False]
+    assert statuses(store.claim(["k"], lease_s=10)) == [I]
+
+
+def test_a_batch_claims_each_key_once_and_reports_repeats_in_flight(store):
+    claims = store.claim(["a", "b", "a", "c"], lease_s=30)
+    assert statuses(claims) == [C, C, I, C]
+    assert [c.key for c in claims] == ["a", "b", "a", "c"]
+
+
+def test_batch_mixes_new_duplicate_and_in_flight_keys(store):
+    store.complete(store.claim(["done"], lease_s=30), window_s=60)
+    store.claim(["busy"], lease_s=30)
+    assert statuses(store.claim(["new", "done", "busy"], lease_s=30)) == [C, D, I]
+
+
+def test_complete_and_release_skip_claims_that_were_not_claimed(store):
+    store.complete(store.claim(["done"], lease_s=30), window_s=60)
+    claims = store.claim(["done", "fresh"], lease_s=30)
+    assert store.complete(claims, window_s=60) == [False, True]
+
+
+def test_fingerprints_are_recorded_and_returned_to_later_claims(store):
+    store.complete(store.claim(["k"], lease_s=30, fingerprints=["fp-1"]), window_s=60)
+    again = store.claim(["k"], lease_s=30, fingerprints=["fp-2"])
+    assert again[0].status is D
+    assert again[0].fingerprint == "fp-1"
+
+
+def test_storage_keys_are_namespaced_and_bounded_whatever_the_raw_key(store):
+    short, huge = store.storage_key("a"), store.storage_key("x" * 100_000)
+    assert short.startswith(store.prefix) and huge.startswith(store.prefix)
+    assert len(short) == len(huge) == len(store.prefix) + -(-STORAGE_KEY_DIGEST_BYTES * 4 // 3)
+    assert store.storage_key("a\ud800b") != store.storage_key("ab")  # lone surrogates are keyed, not crashed
+
+
+def test_empty_batch_is_a_no_op(store):
+    assert store.claim([], lease_s=30) == []
+    assert store.complete([], window_s=30) == []
+
+
+@pytest.mark.parametrize("lease_s", [0, -1, float("nan"), float("inf"), None, True, "5"])
+def test_invalid_durations_are_rejected(store, lease_s):
+    with pytest.raises(ValueError, match="lease_s"):
+        store.claim(["k"], lease_s=lease_s)
+
+
+def test_empty_keys_are_rejected(store):
+    with pytest.raises(ValueError, match="non-empty string"):
+        store.claim([""], lease_s=5)
