@@ -1,0 +1,117 @@
+"""RedisStore on a real redis-server started by the test session."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+import redis
+
+from dedup import Deduplicator, Outcome
+from dedup.clock import ManualClock
+from dedup.errors import StoreUnavailableError
+from dedup.localredis import LocalRedis
+from dedup.stores import ClaimStatus, RedisStore, open_store
+
+
+def evalsha_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def test_every_key_written_has_a_ttl(redis_client, clock):
+    store = RedisStore(redis_client, clock=clock)
+    keys = [f"k{i}" for i in range(30)]
+    claims = store.claim(keys, lease_s=30)
+    store.complete(claims[:10], window_s=600)
+    store.claim(keys[:5], lease_s=30, slide_s=900)  # sliding sightings rewrite records
+    store.release(claims[20:])
+    stored = redis_client.keys(store.prefix + "*")
+    assert len(stored) == 20
+    ttls_ms = [redis_client.pttl(k) for k in stored]
+    assert all(ttl > 0 for ttl in ttls_ms), ttls_ms  # -1 would be a key that never expires
+    assert max(ttls_ms) <= 900_000
+
+
+def test_a_batch_costs_one_round_trip_per_phase(redis_server, clock):
+    client = redis.Redis.from_url(redis_server.url)
+    store = RedisStore(client, clock=clock, prefix="rt:")
+    store.claim(["warm"], lease_s=5)  # loads the scripts
+    client.config_resetstat()
+    claims = store.claim([f"k{i}" for i in range(10)], lease_s=30)
+    store.complete(claims[:7], window_s=60)
+    store.release(claims[7:])
+    assert evalsha_calls(client) == 3
+
+
+def test_the_url_form_opens_the_same_store_and_hides_the_password():
+    with LocalRedis(password="s3cret-pw") as server:
+        store = open_store(server.url)
+        assert [c.status for c in store.claim(["k"], lease_s=5)] == [ClaimStatus.CLAIMED]
+        assert "s3cret-pw" not in store.describe()
+        store.close()
+
+
+def test_a_wrong_password_is_a_clear_store_unavailable_error():
+    with LocalRedis(password="right-pw") as server:
+        store = open_store(server.url.replace("right-pw", "wrong-pw"))
+        with pytest.raises(StoreUnavailableError) as info:
+            store.claim(["k"], lease_s=5)
+        assert "right-pw" not in str(info.value) and "wrong-pw" not in str(info.value)
+        assert "password" in str(info.value).lower() or "auth" in str(info.value).lower()
+
+
+def test_a_stopped_server_is_a_store_outage_and_fail_closed_decides_nothing(clock):
+    server = LocalRedis().start()
+    try:
+        store = RedisStore(redis.Redis.from_url(server.url, socket_timeout=1), clock=clock)
+        dedup = Deduplicator(store)
+        server.stop()
+        handled = []
+        with pytest.raises(StoreUnavailableError, match="unavailable"):
+            dedup.process_batch([{"id": "a", "source": "x", "detail": {"n": 1}}], handled.append)
+        assert handled == []
+        server.start()
+        results = dedup.process_batch([{"id": "a", "source": "x", "detail": {"n": 1}}], handled.append)
+        assert [r.outcome for r in results] == [Outcome.PROCESSED]
+    finally:
+        server.close()
+
+
+def test_fail_open_processes_without_dedup_when_the_store_is_down(clock, caplog):
+    server = LocalRedis().start()
+    store = RedisStore(redis.Redis.from_url(server.url, socket_timeout=1), clock=clock)
+    server.close()
+    dedup = Deduplicator(store, on_store_down="fail_open")
+    handled = []
+    results = dedup.process_batch([{"source": "x", "detail": {"n": 1}}] * 2, handled.append)
+    assert [r.outcome for r in results] == [Outcome.PROCESSED, Outcome.PROCESSED]
+    assert len(handled) == 2 and dedup.stats.passed_store_down == 2
+    assert "fail_open" in caplog.text
+
+
+def _race_worker(url: str, keys: list[str], barrier, out) -> None:
+    store = RedisStore(url, clock=ManualClock())
+    barrier.wait()
+    claimed = []
+    for i in range(0, len(keys), 10):
+        batch = store.claim(keys[i : i + 10], lease_s=60)
+        claimed += [c.key for c in batch if c.status is ClaimStatus.CLAIMED]
+    out.put(claimed)
+
+
+@pytest.mark.slow
+def test_eight_processes_racing_for_the_same_keys_claim_each_exactly_once(redis_server, redis_client):
+    keys = [f"race-{i}" for i in range(1000)]
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(8), ctx.Queue()
+    procs = [
+        ctx.Process(target=_race_worker, args=(redis_server.url, keys[::step], barrier, out))
+        for step in (1, -1, 1, -1, 1, -1, 1, -1)
+    ]
+    for p in procs:
+        p.start()
+    claimed = [k for _ in procs for k in out.get(timeout=60)]
+    for p in procs:
+        p.join(timeout=30)
+    assert sorted(claimed) == sorted(keys)
