@@ -1,0 +1,78 @@
+"""The repository's own hygiene: packaging metadata in step, notebooks committed clean, floors kept."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dedup.notebook_hygiene import is_dirty, notebook_paths, strip
+
+ROOT = Path(__file__).resolve().parents[1]
+# conda-forge names that differ from PyPI's.
+CONDA_NAMES = {"redis-py": "redis"}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~ ;]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_mirrors_pyproject_dependencies():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    listed: set[str] = set()
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            listed |= {_name(r) for r in dep["pip"] if not r.startswith("-e")}
+        else:
+            listed.add(CONDA_NAMES.get(_name(dep), _name(dep)))
+    listed -= {"python", "pip"}
+    assert listed == wanted
+
+
+def test_committed_notebooks_hold_no_outputs():
+    dirty = [p.name for p in notebook_paths(ROOT / "notebooks") if is_dirty(json.loads(p.read_text()))]
+    assert dirty == [], f"strip them with `make strip-notebooks`: {dirty}"
+
+
+def test_strip_removes_outputs_and_execution_counts():
+    notebook = {"cells": [{"cell_type": "code", "execution_count": 3, "outputs": [{"x": 1}],
+                           "metadata": {"execution": {}}, "source": "1"},
+                          {"cell_type": "markdown", "metadata": {}, "source": "# t"}],
+                "metadata": {"papermill": {}}}
+    assert is_dirty(notebook)
+    assert not is_dirty(strip(notebook))
+    assert "papermill" not in notebook["metadata"]
+
+
+CORE = ["dedup/keys.py", "dedup/service.py", "dedup/clock.py", "dedup/errors.py", "dedup/localredis.py",
+        *[str(p.relative_to(ROOT)) for p in (ROOT / "dedup/stores").glob("*.py")]]
+CORE_ALLOWED_THIRD_PARTY = {"redis", "jmespath"}
+LAZY_OK = {"fakeredis"}  # imported inside a function, only when a user asks for it
+
+
+@pytest.mark.parametrize("path", CORE)
+def test_core_modules_import_only_the_standard_library_redis_and_jmespath(path):
+    tree = ast.parse((ROOT / path).read_text())
+    for node in tree.body:  # module level: what a Lambda cold start pays for
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        for name in names:
+            top = name.split(".")[0]
+            assert top in sys.stdlib_module_names or top in CORE_ALLOWED_THIRD_PARTY or top in {
+                "dedup", "__future__"
+            }, f"{path} imports {name}"
+            if top == "dedup":
+                assert name.split(".")[1] not in {"aws", "traces", "analysis", "plots", "cli"}, (
+                    f"{path} (core) imports {name} from a higher floor"
+                )
