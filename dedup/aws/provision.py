@@ -1,0 +1,323 @@
+"""Provision the EventBridge → SQS path, idempotently, and tear it down.
+
+:func:`provision` makes (or finds) an event bus, a dead-letter queue, the work
+queue with a redrive policy, a rule matching Genesys Cloud partner sources by
+prefix and the NICE CXone bridge source(s), the rule's SQS target, and queue
+policies that let EventBridge send only on behalf of that exact rule. Running it
+again changes nothing and returns equal handles; it only writes what differs from
+the desired state. :func:`teardown` removes what it made (never the default bus).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from dedup.aws.failures import QUEUE_NOT_FOUND_CODES, error_code, explained
+from dedup.aws.iam import consumer_policy, producer_policy, queue_policy
+from dedup.errors import ConfigurationError
+from dedup.keys import GENESYS_SOURCE_PREFIX
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUS = "default"
+NICE_BRIDGE_SOURCE = "com.nice.cxone.bridge"
+TARGET_ID = "dedup-queue"
+DLQ_RETENTION_S = 14 * 24 * 3600  # the SQS maximum: time to look at what failed
+
+
+class ClientFactory(Protocol):
+    """Anything that makes boto3 clients: an :class:`~dedup.aws.session.AwsSession` or an
+    :class:`~dedup.aws.embedded.EmbeddedAWS`."""
+
+    def client(self, service: str, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What to provision. Names derive from ``name``; ``bus_name="default"`` uses the default bus.
+
+    moto cannot host a bus literally named ``aws.partner/...``: the partner-style
+    ``source`` works on any bus, so tests use a plain custom bus name.
+    """
+
+    name: str = "dedup"
+    bus_name: str | None = None
+    max_receive_count: int = 5
+    visibility_timeout_s: int = 30
+    receive_wait_s: int = 20
+    genesys_source_prefix: str = GENESYS_SOURCE_PREFIX
+    nice_sources: tuple[str, ...] = (NICE_BRIDGE_SOURCE,)
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigurationError(f"stack name must be letters, digits, '-' or '_'; got {self.name!r}")
+        if not 1 <= self.max_receive_count <= 1000:
+            raise ConfigurationError(f"max_receive_count must be 1..1000, got {self.max_receive_count}")
+        if not 0 <= self.visibility_timeout_s <= 43_200:
+            raise ConfigurationError(
+                f"visibility_timeout_s must be 0..43200, got {self.visibility_timeout_s}")
+        if not 0 <= self.receive_wait_s <= 20:
+            raise ConfigurationError(f"receive_wait_s must be 0..20, got {self.receive_wait_s}")
+        if not self.genesys_source_prefix and not self.nice_sources:
+            raise ConfigurationError("the rule needs a Genesys source prefix or at least one NICE source")
+
+    @property
+    def bus(self) -> str:
+        return self.bus_name or f"{self.name}-bus"
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.name}-events"
+
+    @property
+    def dlq_name(self) -> str:
+        return f"{self.name}-events-dlq"
+
+    @property
+    def rule_name(self) -> str:
+        return f"{self.name}-contact-centre"
+
+    def event_pattern(self) -> dict[str, Any]:
+        """Genesys partner sources by prefix, plus the NICE bridge source(s) exactly."""
+        sources: list[Any] = []
+        if self.genesys_source_prefix:
+            sources.append({"prefix": self.genesys_source_prefix})
+        sources.extend(self.nice_sources)
+        return {"source": sources}
+
+
+@dataclass(frozen=True)
+class StackHandles:
+    """Names, ARNs and URLs of a provisioned stack."""
+
+    region: str
+    account: str
+    bus_name: str
+    bus_arn: str
+    rule_name: str
+    rule_arn: str
+    queue_name: str
+    queue_url: str
+    queue_arn: str
+    dlq_name: str
+    dlq_url: str
+    dlq_arn: str
+    target_id: str = TARGET_ID
+    event_pattern: str = field(default="", compare=False)
+
+    @property
+    def custom_bus(self) -> bool:
+        return self.bus_name != DEFAULT_BUS
+
+    def policies(self) -> dict[str, dict[str, Any]]:
+        """The least-privilege documents for this stack, by purpose."""
+        return {
+            "consumer": consumer_policy(self.queue_arn),
+            "producer": producer_policy(self.bus_arn),
+            "queue": queue_policy(self.queue_arn, self.rule_arn),
+            "dlq": queue_policy(self.dlq_arn, self.rule_arn),
+        }
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if k != "event_pattern"}
+
+
+def provision(aws: ClientFactory, config: StackConfig | None = None) -> StackHandles:
+    """Create or converge the stack; return its handles (equal on every run)."""
+    config = config or StackConfig()
+    sqs, events = aws.client("sqs"), aws.client("events")
+    dlq_url, dlq_arn = _ensure_queue(sqs, config.dlq_name, {
+        "MessageRetentionPeriod": str(DLQ_RETENTION_S),
+    })
+    queue_url, queue_arn = _ensure_queue(sqs, config.queue_name, {
+        "VisibilityTimeout": str(config.visibility_timeout_s),
+        "ReceiveMessageWaitTimeSeconds": str(config.receive_wait_s),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                     "maxReceiveCount": config.max_receive_count}),
+    })
+    bus_arn = _ensure_bus(events, config.bus)
+    pattern = json.dumps(config.event_pattern(), sort_keys=True)
+    rule_arn = _ensure_rule(events, config.rule_name, config.bus, pattern)
+    _ensure_attributes(sqs, queue_url, {"Policy": json.dumps(queue_policy(queue_arn, rule_arn))})
+    _ensure_attributes(sqs, dlq_url, {"Policy": json.dumps(queue_policy(dlq_arn, rule_arn))})
+    _ensure_target(events, config.rule_name, config.bus, queue_arn, dlq_arn)
+    _, _, _, region, account, _ = queue_arn.split(":", 5)
+    return StackHandles(
+        region=region, account=account, bus_name=config.bus, bus_arn=bus_arn,
+        rule_name=config.rule_name, rule_arn=rule_arn, queue_name=config.queue_name,
+        queue_url=queue_url, queue_arn=queue_arn, dlq_name=config.dlq_name, dlq_url=dlq_url,
+        dlq_arn=dlq_arn, event_pattern=pattern,
+    )
+
+
+def find_stack(aws: ClientFactory, config: StackConfig | None = None) -> StackHandles:
+    """The handles of an existing stack, creating nothing; a clear error when a part is missing."""
+    config = config or StackConfig()
+    sqs, events = aws.client("sqs"), aws.client("events")
+    queue_url = queue_url_for(sqs, config.queue_name)
+    dlq_url = queue_url_for(sqs, config.dlq_name)
+    with explained(events, "events:DescribeRule", f"rule {config.rule_name} on bus {config.bus}"):
+        rule = events.describe_rule(Name=config.rule_name, EventBusName=config.bus)
+    with explained(events, "events:DescribeEventBus", f"bus {config.bus}"):
+        bus_arn = events.describe_event_bus(Name=config.bus)["Arn"]
+    queue_arn = _queue_arn(sqs, queue_url)
+    _, _, _, region, account, _ = queue_arn.split(":", 5)
+    return StackHandles(
+        region=region, account=account, bus_name=config.bus, bus_arn=bus_arn,
+        rule_name=config.rule_name, rule_arn=rule["Arn"], queue_name=config.queue_name,
+        queue_url=queue_url, queue_arn=queue_arn, dlq_name=config.dlq_name, dlq_url=dlq_url,
+        dlq_arn=_queue_arn(sqs, dlq_url), event_pattern=rule.get("EventPattern", ""),
+    )
+
+
+def teardown(aws: ClientFactory, stack: StackHandles | StackConfig) -> list[str]:
+    """Remove the target, rule, custom bus and both queues; return what was removed.
+
+    Works by name, so a half-provisioned stack (or a second teardown) is fine.
+    """
+    from botocore.exceptions import ClientError
+
+    sqs, events = aws.client("sqs"), aws.client("events")
+    bus = stack.bus_name if isinstance(stack, StackHandles) else stack.bus
+    removed: list[str] = []
+
+    def gone(exc: ClientError) -> bool:
+        return error_code(exc) in QUEUE_NOT_FOUND_CODES | {"ResourceNotFoundException"}
+
+    try:
+        targets = events.list_targets_by_rule(Rule=stack.rule_name, EventBusName=bus)["Targets"]
+        if targets:
+            events.remove_targets(Rule=stack.rule_name, EventBusName=bus, Ids=[t["Id"] for t in targets])
+        events.delete_rule(Name=stack.rule_name, EventBusName=bus)
+        removed.append(f"rule {stack.rule_name}")
+    except ClientError as exc:
+        if not gone(exc):
+            raise
+    if bus != DEFAULT_BUS:
+        try:
+            events.describe_event_bus(Name=bus)
+            events.delete_event_bus(Name=bus)
+            removed.append(f"bus {bus}")
+        except ClientError as exc:
+            if not gone(exc):
+                raise
+    for name in (stack.queue_name, stack.dlq_name):
+        try:
+            sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"])
+            removed.append(f"queue {name}")
+        except ClientError as exc:
+            if not gone(exc):
+                raise
+    log.info("teardown removed: %s", ", ".join(removed) or "nothing")
+    return removed
+
+
+def queue_url_for(sqs: Any, name: str) -> str:
+    """The URL of queue ``name``; a :class:`ConfigurationError` naming region and endpoint if absent."""
+    with explained(sqs, "sqs:GetQueueUrl", name):
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+
+
+# ---- convergence steps --------------------------------------------------------
+
+
+def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> tuple[str, str]:
+    from botocore.exceptions import ClientError
+
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        if error_code(exc) not in QUEUE_NOT_FOUND_CODES:
+            with explained(sqs, "sqs:GetQueueUrl", name):
+                raise
+        with explained(sqs, "sqs:CreateQueue", name):
+            url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        log.info("created queue %s", name)
+        return url, _queue_arn(sqs, url)
+    _ensure_attributes(sqs, url, attributes)
+    return url, _queue_arn(sqs, url)
+
+
+def _ensure_attributes(sqs: Any, url: str, wanted: dict[str, str]) -> None:
+    with explained(sqs, "sqs:GetQueueAttributes", url):
+        current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(wanted)).get("Attributes", {})
+    drift = {k: v for k, v in wanted.items() if not _same(current.get(k), v)}
+    if drift:
+        with explained(sqs, "sqs:SetQueueAttributes", url):
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=drift)
+        log.info("set %s on %s", ", ".join(sorted(drift)), url)
+
+
+def _ensure_bus(events: Any, bus: str) -> str:
+    from botocore.exceptions import ClientError
+
+    try:
+        return events.describe_event_bus(Name=bus)["Arn"]
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException" or bus == DEFAULT_BUS:
+            with explained(events, "events:DescribeEventBus", bus):
+                raise
+    with explained(events, "events:CreateEventBus", bus):
+        arn = events.create_event_bus(Name=bus)["EventBusArn"]
+    log.info("created event bus %s", bus)
+    return arn
+
+
+def _ensure_rule(events: Any, rule: str, bus: str, pattern: str) -> str:
+    from botocore.exceptions import ClientError
+
+    try:
+        current = events.describe_rule(Name=rule, EventBusName=bus)
+        if _same(current.get("EventPattern"), pattern) and current.get("State") == "ENABLED":
+            return current["Arn"]
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+    with explained(events, "events:PutRule", f"rule {rule} on bus {bus}"):
+        arn = events.put_rule(Name=rule, EventBusName=bus, EventPattern=pattern, State="ENABLED",
+                              Description="Genesys Cloud and NICE CXone events to the dedup queue")["RuleArn"]
+    log.info("put rule %s on bus %s", rule, bus)
+    return arn
+
+
+def _ensure_target(events: Any, rule: str, bus: str, queue_arn: str, dlq_arn: str) -> None:
+    wanted = {"Id": TARGET_ID, "Arn": queue_arn, "DeadLetterConfig": {"Arn": dlq_arn}}
+    with explained(events, "events:ListTargetsByRule", f"rule {rule}"):
+        targets = events.list_targets_by_rule(Rule=rule, EventBusName=bus)["Targets"]
+    if any(all(t.get(k) == v for k, v in wanted.items()) for t in targets):
+        return
+    with explained(events, "events:PutTargets", f"rule {rule}"):
+        response = events.put_targets(Rule=rule, EventBusName=bus, Targets=[wanted])
+    if response.get("FailedEntryCount"):
+        raise ConfigurationError(f"put_targets on rule {rule} failed: {response.get('FailedEntries')}")
+    log.info("targeted rule %s at %s (dead letters: %s)", rule, queue_arn, dlq_arn)
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    with explained(sqs, "sqs:GetQueueAttributes", url):
+        return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def _same(current: str | None, wanted: str) -> bool:
+    """Attribute equality; JSON documents compare as data (AWS may reorder keys or quote numbers)."""
+    if current == wanted:
+        return True
+    if current is None:
+        return False
+    try:
+        return _normal(json.loads(current)) == _normal(json.loads(wanted))
+    except ValueError:
+        return False
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normal(v) for v in value]
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value
