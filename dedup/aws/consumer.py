@@ -1,0 +1,374 @@
+"""A long-polling SQS consumer that acknowledges exactly what the dedup lifecycle allows.
+
+Per batch: receive up to 10 messages (long polling), parse every body, claim the
+whole batch in one store call (:meth:`Deduplicator.process_batch`), run the handler
+on new events while a heartbeat keeps the batch invisible, then delete, with
+``DeleteMessageBatch``, only the processed messages and completed duplicates.
+Everything else stays on the queue: IN_FLIGHT copies and handler failures return
+after the visibility timeout; bad bodies and keyless events return too and reach
+the dead-letter queue after ``maxReceiveCount`` receives. A store outage deletes
+nothing and backs off. Delete failures are retried and reported, never ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dedup.aws.backoff import Backoff
+from dedup.aws.failures import error_code, explain, explained
+from dedup.aws.messages import Disposition, Message, decide
+from dedup.clock import SYSTEM_CLOCK, Clock
+from dedup.errors import ConfigurationError, StoreUnavailableError
+from dedup.service import Deduplicator, Handler, Outcome
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 10  # SQS ReceiveMessage / DeleteMessageBatch limit
+MAX_WAIT_S = 20  # SQS long-polling limit
+DELETE_BACKOFF = Backoff(base_delay_ms=100.0, max_delay_ms=2_000.0)
+OUTAGE_BACKOFF = Backoff(base_delay_ms=1_000.0, max_delay_ms=30_000.0)
+
+
+@dataclass
+class ConsumerStats:
+    """Cumulative counters of an :class:`SQSConsumer` (messages, except ``store_outages``)."""
+
+    received: int = 0
+    processed: int = 0
+    duplicates: int = 0
+    in_flight: int = 0
+    failed: int = 0
+    bad_input: int = 0  # not JSON, not an object, or no dedup key
+    deleted: int = 0
+    delete_failures: int = 0  # still not deleted after the retries
+    store_outages: int = 0  # batches left alone because the store was down
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DeleteFailure:
+    """A message ``DeleteMessageBatch`` would not delete, even after retries."""
+
+    message_id: str
+    code: str
+    reason: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one receive did: the decisions, what was deleted and what could not be."""
+
+    received: int = 0
+    dispositions: tuple[Disposition, ...] = ()
+    deleted: tuple[str, ...] = ()
+    delete_failures: tuple[DeleteFailure, ...] = ()
+    store_outage: StoreUnavailableError | None = None
+
+
+class SQSConsumer:
+    """Consumes one queue with a :class:`~dedup.service.Deduplicator` and a handler.
+
+    * ``sqs``: a boto3 SQS client (see :func:`dedup.aws.session.aws_session`).
+    * ``queue_url``: the queue (``dedup.aws.provision.queue_url_for`` resolves a name).
+    * ``wait_time_s``: long-polling wait, at most 20.
+    * ``visibility_timeout_s``: the receive's visibility timeout; ``None`` keeps the
+      queue's (read at start, for the heartbeat).
+    * ``heartbeat_interval_s``: how often a running batch's visibility is extended;
+      default a third of the visibility timeout.
+    * ``delete_attempts`` / ``delete_backoff``: retries of failed delete entries.
+    * ``outage_backoff``: the pause after a store outage (grows while it lasts).
+    * ``sleep`` / ``clock`` / ``rng``: injectable for tests.
+    * ``on_batch``: called with each :class:`BatchReport` (progress bars, demos).
+    """
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        dedup: Deduplicator,
+        handler: Handler,
+        *,
+        wait_time_s: int = MAX_WAIT_S,
+        visibility_timeout_s: int | None = None,
+        heartbeat_interval_s: float | None = None,
+        delete_attempts: int = 3,
+        delete_backoff: Backoff = DELETE_BACKOFF,
+        outage_backoff: Backoff = OUTAGE_BACKOFF,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
+    ) -> None:
+        if not 0 <= wait_time_s <= MAX_WAIT_S:
+            raise ConfigurationError(f"wait_time_s must be 0..{MAX_WAIT_S}, got {wait_time_s}")
+        if delete_attempts < 1:
+            raise ConfigurationError(f"delete_attempts must be at least 1, got {delete_attempts}")
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.dedup = dedup
+        self.handler = handler
+        self.wait_time_s = wait_time_s
+        self.visibility_timeout_s = visibility_timeout_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.delete_attempts = delete_attempts
+        self.delete_backoff = delete_backoff
+        self.outage_backoff = outage_backoff
+        self.stats = ConsumerStats()
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._on_batch = on_batch
+        self._stop = threading.Event()
+        self._checked = False
+        self._max_receive_count: int | None = None
+        self._outages_in_a_row = 0
+        self._receive_errors_in_a_row = 0
+
+    # ---- public -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop :meth:`run` after the current batch."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, *, max_messages: int | None = None, max_idle_s: float | None = None) -> ConsumerStats:
+        """Poll until stopped, ``max_messages`` received, or nothing arrived for ``max_idle_s``.
+
+        In the main thread, SIGTERM and SIGINT stop it after the current batch (a
+        second signal interrupts at once).
+        """
+        self._stop.clear()
+        with self._stop_on_signals():
+            idle_since_s = self._clock.now_s()
+            while not self._stop.is_set():
+                batch = MAX_BATCH
+                if max_messages is not None:
+                    batch = min(batch, max_messages - self.stats.received)
+                    if batch <= 0:
+                        break
+                wait_s = self.wait_time_s
+                if max_idle_s is not None:
+                    idle_left_s = max_idle_s - (self._clock.now_s() - idle_since_s)
+                    if idle_left_s <= 0:
+                        break
+                    wait_s = min(wait_s, math.ceil(idle_left_s))
+                report = self.poll_once(max_messages=batch, wait_time_s=wait_s)
+                if report.received:
+                    idle_since_s = self._clock.now_s()
+        return self.stats
+
+    def poll_once(self, *, max_messages: int = MAX_BATCH, wait_time_s: int | None = None) -> BatchReport:
+        """Receive one batch and settle it; returns what happened."""
+        self._check_queue()
+        messages = self._receive(max_messages, self.wait_time_s if wait_time_s is None else wait_time_s)
+        if not messages:
+            return self._report(BatchReport())
+        self.stats.received += len(messages)
+        batch = [_message(m) for m in messages]
+        try:
+            with self._heartbeat(messages):
+                dispositions = decide(self.dedup, self.handler, batch)
+        except StoreUnavailableError as exc:
+            return self._report(self._store_down(exc, len(messages)))
+        self._outages_in_a_row = 0
+        for d in dispositions:
+            self._count(d)
+        handles = {m["MessageId"]: m["ReceiptHandle"] for m in messages}
+        to_delete = [(d.message.message_id, handles[d.message.message_id]) for d in dispositions
+                     if d.acknowledge]
+        deleted, failures = self._delete(to_delete)
+        return self._report(BatchReport(len(messages), tuple(dispositions), tuple(deleted), tuple(failures)))
+
+    # ---- receive ------------------------------------------------------------
+
+    def _check_queue(self) -> None:
+        """Fail fast, with a clear error, on a queue that is missing or not ours to read."""
+        if self._checked:
+            return
+        with explained(self.sqs, "sqs:GetQueueAttributes", self.queue_url):
+            attrs = self.sqs.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+            ).get("Attributes", {})
+        if self.visibility_timeout_s is None:
+            self.visibility_timeout_s = int(attrs.get("VisibilityTimeout", 30))
+        if "RedrivePolicy" in attrs:
+            self._max_receive_count = int(json.loads(attrs["RedrivePolicy"])["maxReceiveCount"])
+        else:
+            log.warning("queue %s has no redrive policy: a message that can never be processed is "
+                        "retried until its retention period ends, then lost", self.queue_url)
+        self._checked = True
+
+    def _receive(self, max_messages: int, wait_time_s: int) -> list[dict[str, Any]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        request: dict[str, Any] = {
+            "QueueUrl": self.queue_url,
+            "MaxNumberOfMessages": max(1, min(MAX_BATCH, max_messages)),
+            "WaitTimeSeconds": max(0, min(MAX_WAIT_S, wait_time_s)),
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+        }
+        if self.visibility_timeout_s is not None:
+            request["VisibilityTimeout"] = self.visibility_timeout_s
+        try:
+            messages = self.sqs.receive_message(**request).get("Messages", [])
+        except (ClientError, BotoCoreError) as exc:
+            clear = explain(exc, self.sqs, "sqs:ReceiveMessage", self.queue_url)
+            if clear is not None:
+                raise clear from exc
+            delay_ms = self.outage_backoff.delay_ms(self._receive_errors_in_a_row, self._rng)
+            self._receive_errors_in_a_row += 1
+            log.warning("receive from %s failed (%s); retrying in %.0f ms", self.queue_url, exc, delay_ms)
+            self._sleep(delay_ms / 1000)
+            return []
+        self._receive_errors_in_a_row = 0
+        return messages
+
+    # ---- settle -------------------------------------------------------------
+
+    def _store_down(self, exc: StoreUnavailableError, received: int) -> BatchReport:
+        self.stats.store_outages += 1
+        delay_ms = self.outage_backoff.delay_ms(self._outages_in_a_row, self._rng)
+        self._outages_in_a_row += 1
+        log.error("%s: none of the %d messages of this batch was decided or deleted; they return "
+                  "after the visibility timeout. Backing off %.0f ms (outage #%d in a row)",
+                  exc, received, delay_ms, self._outages_in_a_row)
+        self._sleep(delay_ms / 1000)
+        return BatchReport(received, store_outage=exc)
+
+    def _delete(self, entries: Sequence[tuple[str, str]]) -> tuple[list[str], list[DeleteFailure]]:
+        """Delete ``(message_id, receipt_handle)`` pairs; retry transient per-entry failures."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        pending = {str(i): entry for i, entry in enumerate(entries)}
+        deleted: list[str] = []
+        failures: list[DeleteFailure] = []
+        last: dict[str, tuple[str, str]] = {}
+        attempt = 0
+        while pending and attempt < self.delete_attempts:
+            if attempt:
+                self._sleep(self.delete_backoff.delay_ms(attempt - 1, self._rng) / 1000)
+            attempt += 1
+            try:
+                response = self.sqs.delete_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[{"Id": k, "ReceiptHandle": handle} for k, (_, handle) in pending.items()],
+                )
+            except (ClientError, BotoCoreError) as exc:
+                clear = explain(exc, self.sqs, "sqs:DeleteMessage", self.queue_url)
+                if clear is not None:
+                    raise clear from exc
+                last = {k: (error_code(exc) or type(exc).__name__, str(exc)) for k in pending}
+                continue
+            for ok in response.get("Successful", []):
+                deleted.append(pending.pop(ok["Id"])[0])
+            for bad in response.get("Failed", []):
+                reason = (bad.get("Code", "?"), bad.get("Message", ""))
+                if bad.get("SenderFault"):  # e.g. a stale receipt handle: retrying cannot help
+                    message_id = pending.pop(bad["Id"])[0]
+                    failures.append(DeleteFailure(message_id, reason[0], reason[1], attempt))
+                else:
+                    last[bad["Id"]] = reason
+        failures += [DeleteFailure(mid, *last.get(k, ("?", "")), attempt) for k, (mid, _) in pending.items()]
+        for f in failures:
+            log.error("could not delete message %s (%s: %s) after %d attempt(s): it returns after the "
+                      "visibility timeout and is then dropped as a duplicate", f.message_id, f.code,
+                      f.reason, f.attempts)
+        self.stats.deleted += len(deleted)
+        self.stats.delete_failures += len(failures)
+        return deleted, failures
+
+    def _count(self, d: Disposition) -> None:
+        if d.bad_input:
+            self.stats.bad_input += 1
+            return
+        outcome = d.result.outcome if d.result else None
+        if outcome is Outcome.PROCESSED:
+            self.stats.processed += 1
+        elif outcome is Outcome.DUPLICATE:
+            self.stats.duplicates += 1
+        elif outcome is Outcome.IN_FLIGHT:
+            self.stats.in_flight += 1
+        else:
+            self.stats.failed += 1
+
+    def _report(self, report: BatchReport) -> BatchReport:
+        if self._on_batch is not None:
+            self._on_batch(report)
+        return report
+
+    # ---- heartbeat and signals ----------------------------------------------
+
+    @contextlib.contextmanager
+    def _heartbeat(self, messages: Sequence[dict[str, Any]]) -> Iterator[None]:
+        """Keep ``messages`` invisible while the batch runs, so no one else receives them."""
+        visibility_s = self.visibility_timeout_s or 0
+        interval_s = self.heartbeat_interval_s or visibility_s / 3
+        if visibility_s <= 0 or interval_s <= 0:
+            yield
+            return
+        done = threading.Event()
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": visibility_s}
+                   for i, m in enumerate(messages)]
+        ids = {str(i): m["MessageId"] for i, m in enumerate(messages)}
+
+        def beat() -> None:
+            while not done.wait(interval_s):
+                try:
+                    response = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url,
+                                                                        Entries=entries)
+                except Exception as exc:
+                    log.warning("heartbeat on %s failed: %s", self.queue_url, exc)
+                    continue
+                for bad in response.get("Failed", []):
+                    log.warning("could not extend the visibility of message %s (%s): another consumer "
+                                "may receive it; its claim makes it IN_FLIGHT there",
+                                ids.get(bad["Id"]), bad.get("Code"))
+
+        thread = threading.Thread(target=beat, name="sqs-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if self._stop.is_set():
+                raise KeyboardInterrupt
+            log.info("%s: stopping after the current batch (again to stop now)", signal.Signals(signum).name)
+            self._stop.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def _message(raw: dict[str, Any]) -> Message:
+    count = raw.get("Attributes", {}).get("ApproximateReceiveCount")
+    return Message(raw["MessageId"], raw.get("Body", ""), int(count) if count else None)
+

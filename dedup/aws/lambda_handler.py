@@ -1,0 +1,131 @@
+"""AWS Lambda entry point for an SQS event source mapping: ``dedup.aws.lambda_handler.handler``.
+
+Configured from environment variables, read once per container (the Deduplicator
+and its store connection are cached at module level across invocations):
+
+=====================  ===========================================================
+``DEDUP_HANDLER``      required: your function, ``package.module:function``; it gets
+                       each new event (an EventBridge envelope, ``detail`` an object)
+``DEDUP_STORE_URL``    required: ``redis://…``, ``rediss://…``, ``dynamodb://TABLE``,
+                       or ``memory`` (dedups within one container only)
+``DEDUP_KEY``          key strategy spec (default ``auto``)
+``DEDUP_WINDOW_S``     dedup window in seconds (default 300)
+``DEDUP_LEASE_S``      claim lease in seconds, above the handler's longest run (default 60)
+``DEDUP_MODE``         ``fixed`` or ``sliding`` (default ``fixed``)
+=====================  ===========================================================
+
+It returns ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` naming
+every record that must not be deleted: handler failures, IN_FLIGHT copies, bodies
+that are not JSON objects and events without a key. The mapping must enable
+``FunctionResponseTypes=["ReportBatchItemFailures"]``, or Lambda retries the whole
+batch. Imports only the core: no boto3 needed here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from dedup.aws.messages import Message, decide
+from dedup.errors import ConfigurationError, StoreUnavailableError
+from dedup.service import Deduplicator, Handler
+from dedup.stores import open_store
+
+log = logging.getLogger(__name__)
+
+SETTINGS = ("DEDUP_HANDLER", "DEDUP_STORE_URL", "DEDUP_KEY", "DEDUP_WINDOW_S", "DEDUP_LEASE_S", "DEDUP_MODE")
+
+_cached: tuple[tuple[str | None, ...], Deduplicator, Handler] | None = None
+
+
+def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, list[dict[str, str]]]:
+    """The Lambda entry point."""
+    dedup, user_handler = configured()
+    return handle_sqs_event(event, dedup, user_handler)
+
+
+def handle_sqs_event(
+    event: Mapping[str, Any], dedup: Deduplicator, user_handler: Handler
+) -> dict[str, list[dict[str, str]]]:
+    """Dedup and handle one SQS event; report the records that must come back."""
+    records = event.get("Records") if isinstance(event, Mapping) else None
+    if not isinstance(records, list):
+        raise ConfigurationError("not an SQS event (no 'Records' list): is the function triggered by an "
+                                 "SQS event source mapping?")
+    messages = [_message(record) for record in records]
+    try:
+        dispositions = decide(dedup, user_handler, messages)
+    except StoreUnavailableError as exc:
+        log.error("%s: all %d records reported failed; SQS delivers them again", exc, len(messages))
+        return {"batchItemFailures": [{"itemIdentifier": m.message_id} for m in messages]}
+    return {"batchItemFailures": [{"itemIdentifier": d.message.message_id}
+                                  for d in dispositions if not d.acknowledge]}
+
+
+def configured(environ: Mapping[str, str] | None = None) -> tuple[Deduplicator, Handler]:
+    """The Deduplicator and user handler for the environment, built once and cached."""
+    global _cached
+    env = os.environ if environ is None else environ
+    settings = tuple(env.get(name) for name in SETTINGS)
+    if _cached is None or _cached[0] != settings:
+        dedup, user_handler = from_environment(env)
+        _cached = (settings, dedup, user_handler)
+    return _cached[1], _cached[2]
+
+
+def from_environment(env: Mapping[str, str]) -> tuple[Deduplicator, Handler]:
+    """Build a Deduplicator and load the user handler from ``DEDUP_*`` variables."""
+    user_handler = load_handler(_required(env, "DEDUP_HANDLER"))
+    store_url = _required(env, "DEDUP_STORE_URL")
+    if store_url == "memory":
+        log.warning("DEDUP_STORE_URL=memory dedups within one Lambda container only")
+    dedup = Deduplicator(
+        open_store(store_url),
+        key=env.get("DEDUP_KEY", "auto"),
+        window_s=_seconds(env, "DEDUP_WINDOW_S", 300.0),
+        lease_s=_seconds(env, "DEDUP_LEASE_S", 60.0),
+        mode=env.get("DEDUP_MODE", "fixed"),  # type: ignore[arg-type]
+    )
+    return dedup, user_handler
+
+
+def load_handler(spec: str) -> Handler:
+    """Import ``package.module:function``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigurationError(f"DEDUP_HANDLER must look like 'package.module:function', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"DEDUP_HANDLER={spec!r}: cannot import {module_name!r}: {exc}") from exc
+    function = getattr(module, attr, None)
+    if not callable(function):
+        raise ConfigurationError(f"DEDUP_HANDLER={spec!r}: {module_name} has no function {attr!r}")
+    return function
+
+
+def _message(record: Any) -> Message:
+    if not isinstance(record, Mapping) or not record.get("messageId"):
+        raise ConfigurationError(f"an SQS record without a messageId: {str(record)[:120]!r}")
+    count = (record.get("attributes") or {}).get("ApproximateReceiveCount")
+    return Message(str(record["messageId"]), record.get("body", ""), int(count) if count else None)
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is not set (see dedup.aws.lambda_handler)")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {text!r}") from None

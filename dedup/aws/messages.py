@@ -1,0 +1,94 @@
+"""From SQS messages to dedup decisions; shared by the SQS consumer and the Lambda entry.
+
+Needs only the core (no boto3), so the Lambda package stays small. A body that is
+not a JSON object is a :class:`~dedup.errors.BadMessageError`: logged with the
+message id and the reason and never acknowledged, so the redrive policy moves it
+to the dead-letter queue after ``maxReceiveCount`` receives instead of it being
+lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dedup.errors import BadMessageError
+from dedup.service import Deduplicator, Handler, Outcome, Result
+
+log = logging.getLogger(__name__)
+
+_BODY_EXCERPT_CHARS = 80
+
+
+@dataclass(frozen=True)
+class Message:
+    """What the decision needs from one SQS message."""
+
+    message_id: str
+    body: str
+    receive_count: int | None = None
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """The decision on one message: a dedup ``result``, or the ``bad`` body error."""
+
+    message: Message
+    result: Result | None = None
+    bad: BadMessageError | None = None
+
+    @property
+    def acknowledge(self) -> bool:
+        """Whether the message may be deleted (processed, or a completed duplicate)."""
+        return self.result is not None and self.result.outcome.acknowledge
+
+    @property
+    def bad_input(self) -> bool:
+        """The body could not be parsed, or no dedup key could be derived from it."""
+        missing_key = self.result is not None and self.result.outcome is Outcome.MISSING_KEY
+        return self.bad is not None or missing_key
+
+
+def parse_body(body: str, message_id: str | None = None) -> dict:
+    """The EventBridge envelope carried by an SQS body; :class:`BadMessageError` if it is not one."""
+    try:
+        value = json.loads(body)
+    except (TypeError, ValueError) as exc:
+        raise BadMessageError(message_id, f"body is not JSON ({exc}): {_excerpt(body)!r}") from None
+    if not isinstance(value, dict):
+        kind = "a JSON string (double-encoded?)" if isinstance(value, str) else f"JSON {type(value).__name__}"
+        raise BadMessageError(message_id, f"body is {kind}, not an object: {_excerpt(body)!r}")
+    return value
+
+
+def decide(dedup: Deduplicator, handler: Handler, messages: Sequence[Message]) -> list[Disposition]:
+    """Parse every body, then dedup and handle the parsed ones in one ``process_batch`` call.
+
+    Raises :class:`~dedup.errors.StoreUnavailableError` (under ``fail_closed``) when
+    the store cannot be reached: then nothing was decided and nothing may be deleted.
+    """
+    dispositions: list[Disposition | None] = [None] * len(messages)
+    parsed: list[int] = []
+    events: list[dict] = []
+    for i, message in enumerate(messages):
+        try:
+            events.append(parse_body(message.body, message.message_id))
+            parsed.append(i)
+        except BadMessageError as exc:
+            log.error("%s; not deleted: it returns after the visibility timeout and is dead-lettered "
+                      "after maxReceiveCount receives (this was receive %s)",
+                      exc, message.receive_count or "?")
+            dispositions[i] = Disposition(message, bad=exc)
+    if events:
+        ids = [messages[i].message_id for i in parsed]
+        results = dedup.process_batch(events, handler, message_ids=ids)
+        for i, result in zip(parsed, results, strict=True):
+            dispositions[i] = Disposition(messages[i], result=result)
+    return [d for d in dispositions if d is not None]
+
+
+def _excerpt(body: object) -> str:
+    text = body if isinstance(body, str) else repr(body)
+    return text if len(text) <= _BODY_EXCERPT_CHARS else text[:_BODY_EXCERPT_CHARS] + "…"
