@@ -1,0 +1,276 @@
+"""The notebook workbench: run every notebook headless, and the two helpers notebooks call.
+
+Notebooks call :func:`publish` for each figure worth keeping and :func:`headline`
+for the numbers that summarise them. Opened in JupyterLab, both only display.
+Under :func:`run_notebooks` (``dedup workbench``, ``make run``), ``publish`` also
+saves the figure as a PNG (the runner says where through :data:`FIGURES_DIR_ENV`)
+and the headline numbers, carried in the executed notebook under their own MIME
+type, end up in the summary table. Nothing else passes between runner and
+notebook, so a notebook runs the same under papermill, nbmake or a person.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dedup.errors import ConfigurationError
+
+#: Directory where :func:`publish` saves PNGs; unset outside the runner.
+FIGURES_DIR_ENV = "DEDUP_WORKBENCH_FIGURES"
+#: The running notebook's file stem, used to prefix its figure files.
+NOTEBOOK_ENV = "DEDUP_WORKBENCH_NOTEBOOK"
+#: MIME type of the headline numbers a notebook displays (read back from its outputs).
+HEADLINE_MIME = "application/vnd.dedup.headline+json"
+#: Notebooks the runner executes: ``NN_name.ipynb``.
+NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
+FIGURE_DPI = 110
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_TRACEBACK_LINES = 12
+
+
+# ---- called from notebooks ---------------------------------------------------
+
+
+def publish(fig: Any, name: str) -> Any:
+    """Return ``fig`` for display; under the runner, also save it as ``<notebook>-<name>.png``.
+
+    The figure is detached from pyplot so that Jupyter shows it once (as this
+    call's value) rather than a second time when the cell ends.
+    """
+    if not re.fullmatch(r"[\w-]+", name):
+        raise ConfigurationError(f"figure name {name!r} must be letters, digits, '_' or '-'")
+    target = os.environ.get(FIGURES_DIR_ENV)
+    if target:
+        stem = os.environ.get(NOTEBOOK_ENV, "notebook")
+        path = Path(target) / f"{stem}-{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return fig
+
+
+def headline(**numbers: Any) -> None:
+    """Display the notebook's headline numbers; the runner lists them in its summary.
+
+    Values must be JSON scalars (numbers, strings, booleans). Several calls merge,
+    a later value winning.
+    """
+    for name, value in numbers.items():
+        if not isinstance(value, int | float | str | bool):
+            raise ConfigurationError(f"headline {name}={value!r} must be a number, string or boolean")
+    from IPython.display import display
+
+    text = "  ".join(f"{k} = {_fmt(v)}" for k, v in numbers.items())
+    display({HEADLINE_MIME: dict(numbers), "text/plain": f"headline: {text}"}, raw=True)
+
+
+def headlines_of(notebook: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline numbers an executed notebook displayed, merged in cell order."""
+    merged: dict[str, Any] = {}
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            data = output.get("data", {})
+            if HEADLINE_MIME in data:
+                merged.update(data[HEADLINE_MIME])
+    return merged
+
+
+# ---- the runner ----------------------------------------------------------------
+
+
+@dataclass
+class NotebookRun:
+    """The outcome of executing one notebook."""
+
+    notebook: str
+    ok: bool
+    seconds: float
+    output: Path
+    headline: dict[str, Any] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "FAILED"
+
+
+def find_notebooks(root: Path, only: Sequence[str] = ()) -> list[Path]:
+    """The ``NN_*.ipynb`` notebooks under ``root``, in order; ``only`` selects by number or name."""
+    found = sorted(p for p in Path(root).glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
+    if not only:
+        return found
+    chosen = [p for p in found if any(_selects(sel, p) for sel in only)]
+    unmatched = [sel for sel in only if not any(_selects(sel, p) for p in found)]
+    if unmatched:
+        names = ", ".join(p.stem for p in found) or "none"
+        raise ConfigurationError(f"no notebook matches {', '.join(unmatched)} (notebooks: {names})")
+    return chosen
+
+
+def parse_parameters(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["window_s=600", "cache=fakeredis"]`` -> ``{"window_s": 600, "cache": "fakeredis"}``.
+
+    Values are Python literals when they parse as one (numbers, ``True``, ``None``,
+    lists), else strings, so URLs and names need no quoting.
+    """
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ConfigurationError(f"parameter {pair!r} is not NAME=VALUE")
+        try:
+            parsed[name.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed[name.strip()] = text
+    return parsed
+
+
+def run_notebooks(
+    root: Path = Path("notebooks"),
+    out: Path = Path("build"),
+    *,
+    only: Sequence[str] = (),
+    parameters: Mapping[str, Any] | None = None,
+    cell_timeout_s: float = 300.0,
+    echo: Callable[[str], None] = print,
+) -> list[NotebookRun]:
+    """Execute the notebooks with papermill into ``out/notebooks``, figures into ``out/figures``.
+
+    Each notebook runs in its own kernel (the one named in its metadata) with
+    ``root`` as working directory. ``parameters`` override the defaults of the
+    notebooks that declare them; a name no selected notebook declares is an error.
+    A failing notebook does not stop the others.
+    """
+    import nbformat
+    import papermill
+
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    root, out = Path(root).resolve(), Path(out).resolve()
+    notebooks = find_notebooks(root, only)
+    if not notebooks:
+        raise ConfigurationError(f"no NN_*.ipynb notebooks in {root}")
+    parameters = dict(parameters or {})
+    declared = {p: set(papermill.inspect_notebook(str(p))) for p in notebooks}
+    unknown = set(parameters) - set().union(*declared.values())
+    if unknown:
+        raise ConfigurationError(
+            f"no selected notebook has a parameter named {', '.join(sorted(unknown))}"
+        )
+    figures_dir = out / "figures"
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    runs = []
+    for path in notebooks:
+        output = out / "notebooks" / path.name
+        mine = {k: v for k, v in parameters.items() if k in declared[path]}
+        echo(f"running {path.stem}" + (f" with {_fmt_params(mine)}" if mine else ""))
+        for stale in figures_dir.glob(f"{path.stem}-*.png"):
+            stale.unlink()
+        started = time.monotonic()
+        error = None
+        with _environ({FIGURES_DIR_ENV: str(figures_dir), NOTEBOOK_ENV: path.stem}):
+            try:
+                papermill.execute_notebook(
+                    str(path), str(output), parameters=mine, cwd=str(root), progress_bar=False,
+                    execution_timeout=cell_timeout_s, extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                )
+            except papermill.PapermillExecutionError as exc:
+                error = describe_failure(exc)
+            except Exception as exc:  # the kernel died, timed out, or could not start
+                error = f"{type(exc).__name__}: {_ANSI.sub('', str(exc)).strip()}"
+        seconds = time.monotonic() - started
+        executed = nbformat.read(output, as_version=4) if output.exists() else {}
+        run = NotebookRun(
+            notebook=path.stem, ok=error is None, seconds=seconds, output=output,
+            headline=headlines_of(executed), error=error,
+            figures=sorted(figures_dir.glob(f"{path.stem}-*.png")),
+        )
+        echo(f"  {run.status} in {seconds:.1f} s")
+        runs.append(run)
+    return runs
+
+
+def describe_failure(exc: Any) -> str:
+    """A readable account of a failed cell: where, the code, the error, the last frames."""
+    source = "\n".join(str(exc.source).strip().splitlines()[:8])
+    frames = [_ANSI.sub("", line) for line in (exc.traceback or [])]
+    tail = "\n".join("\n".join(frames).strip().splitlines()[-_TRACEBACK_LINES:])
+    return (
+        f"cell {exc.cell_index} (execution count {exc.exec_count}) raised {exc.ename}: {exc.evalue}\n"
+        f"--- cell source ---\n{source}\n--- traceback (last lines) ---\n{tail}"
+    )
+
+
+def summary_table(runs: Sequence[NotebookRun]) -> str:
+    """A plain-text table: notebook, status, seconds, figures, headline numbers."""
+    header = ("notebook", "status", "seconds", "figures", "headline")
+    rows = [
+        (r.notebook, r.status, f"{r.seconds:.1f}", str(len(r.figures)),
+         ", ".join(f"{k}={_fmt(v)}" for k, v in r.headline.items()) or "-")
+        for r in runs
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
+    numeric = (2, 3)
+    lines = []
+    for row in (header, *rows):
+        cells = [row[i].rjust(w) if i in numeric else row[i].ljust(w) for i, w in enumerate(widths)]
+        lines.append("  ".join([*cells, row[-1]]))
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    total = sum(r.seconds for r in runs)
+    failed = sum(not r.ok for r in runs)
+    lines.append(f"{len(runs)} notebooks, {failed} failed, {total:.1f} s")
+    return "\n".join(lines)
+
+
+def write_summary_json(runs: Sequence[NotebookRun], path: Path) -> None:
+    """Save the runs as JSON (notebook, status, seconds, headline, figures, error)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([
+        {"notebook": r.notebook, "status": r.status, "seconds": round(r.seconds, 2),
+         "headline": r.headline, "figures": [f.name for f in r.figures], "error": r.error}
+        for r in runs
+    ], indent=2) + "\n")
+
+
+# ---- helpers -------------------------------------------------------------------
+
+
+def _selects(selector: str, path: Path) -> bool:
+    return path.name.startswith(f"{selector}_") or path.stem == selector or selector == path.name
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _fmt_params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items())
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set variables for the kernels started inside the block (they inherit ``os.environ``)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
