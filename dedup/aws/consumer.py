@@ -148,18 +148,19 @@ class SQSConsumer:
         return self._stop.is_set()
 
     def run(self, *, max_messages: int | None = None, max_idle_s: float | None = None) -> ConsumerStats:
-        """Poll until stopped, ``max_messages`` received, or nothing arrived for ``max_idle_s``.
+        """Poll until stopped, ``max_messages`` more received, or nothing arrived for ``max_idle_s``.
 
         In the main thread, SIGTERM and SIGINT stop it after the current batch (a
         second signal interrupts at once).
         """
         self._stop.clear()
+        start = self.stats.received
         with self._stop_on_signals():
             idle_since_s = self._clock.now_s()
             while not self._stop.is_set():
                 batch = MAX_BATCH
                 if max_messages is not None:
-                    batch = min(batch, max_messages - self.stats.received)
+                    batch = min(batch, max_messages - (self.stats.received - start))
                     if batch <= 0:
                         break
                 wait_s = self.wait_time_s

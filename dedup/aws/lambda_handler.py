@@ -96,14 +96,14 @@ def load_handler(spec: str) -> Handler:
     """Import ``package.module:function``."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigurationError(f"DEDUP_HANDLER must look like 'package.module:function', got {spec!r}")
+        raise ConfigurationError(f"a handler must be named 'package.module:function', got {spec!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigurationError(f"DEDUP_HANDLER={spec!r}: cannot import {module_name!r}: {exc}") from exc
+        raise ConfigurationError(f"handler {spec!r}: cannot import {module_name!r}: {exc}") from exc
     function = getattr(module, attr, None)
     if not callable(function):
-        raise ConfigurationError(f"DEDUP_HANDLER={spec!r}: {module_name} has no function {attr!r}")
+        raise ConfigurationError(f"handler {spec!r}: {module_name} has no function {attr!r}")
     return function
 
 

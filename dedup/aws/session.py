@@ -81,10 +81,12 @@ class AwsSession:
         return f"AwsSession({self.describe()})"
 
 
-def aws_session(mode: str = "auto", *, region: str | None = None) -> AwsSession:
+def aws_session(mode: str = "auto", *, region: str | None = None, export_env: bool = False) -> AwsSession:
     """Pick the AWS target.
 
-    - ``embedded``: start an :class:`EmbeddedAWS` (stopped by ``close()``).
+    - ``embedded``: start an :class:`EmbeddedAWS` (stopped by ``close()``); with
+      ``export_env`` its endpoint and test credentials are also set in ``os.environ``
+      (until ``close()``) for code that builds its own clients, e.g. a DynamoDB store.
     - ``real``: the default boto3 credential chain and region; a :class:`ConfigurationError`
       naming what to set when either is missing. ``AWS_ENDPOINT_URL`` is ignored.
     - ``auto``: ``AWS_ENDPOINT_URL`` when set (e.g. a ``dedup aws-server`` in another
@@ -93,7 +95,7 @@ def aws_session(mode: str = "auto", *, region: str | None = None) -> AwsSession:
     if mode not in MODES:
         raise ConfigurationError(f"unknown AWS mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode == "embedded":
-        return _embedded(region)
+        return _embedded(region, export_env)
     if mode == "real":
         if os.environ.get("AWS_ENDPOINT_URL"):
             log.warning("AWS mode is 'real': ignoring AWS_ENDPOINT_URL=%s", os.environ["AWS_ENDPOINT_URL"])
@@ -105,11 +107,11 @@ def aws_session(mode: str = "auto", *, region: str | None = None) -> AwsSession:
     if boto_session.region_name and boto_session.get_credentials() is not None:
         return _real(region, boto_session)
     log.info("no AWS_ENDPOINT_URL and no region + credentials configured: using an embedded moto server")
-    return _embedded(region)
+    return _embedded(region, export_env)
 
 
-def _embedded(region: str | None) -> AwsSession:
-    server = EmbeddedAWS(region=region or DEFAULT_REGION).start()
+def _embedded(region: str | None, export_env: bool) -> AwsSession:
+    server = EmbeddedAWS(region=region or DEFAULT_REGION, export_env=export_env).start()
     return AwsSession(
         "embedded",
         server.region,
