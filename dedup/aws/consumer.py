@@ -8,6 +8,11 @@ Everything else stays on the queue: IN_FLIGHT copies and handler failures return
 after the visibility timeout; bad bodies and keyless events return too and reach
 the dead-letter queue after ``maxReceiveCount`` receives. A store outage deletes
 nothing and backs off. Delete failures are retried and reported, never ignored.
+
+Every receive counts towards ``maxReceiveCount``, including receives during a
+store outage: size ``maxReceiveCount`` x visibility timeout above the longest store
+outage you want to ride out without dead-lettering good messages (they can be
+redriven from the DLQ afterwards).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dedup.aws.failures import QUEUE_NOT_FOUND_CODES, error_code, explained
+from dedup.aws.failures import NOT_FOUND_CODES, QUEUE_NOT_FOUND_CODES, error_code, explained
 from dedup.aws.iam import consumer_policy, producer_policy, queue_policy
 from dedup.errors import ConfigurationError
 from dedup.keys import GENESYS_SOURCE_PREFIX
@@ -185,7 +185,7 @@ def teardown(aws: ClientFactory, stack: StackHandles | StackConfig) -> list[str]
     removed: list[str] = []
 
     def gone(exc: ClientError) -> bool:
-        return error_code(exc) in QUEUE_NOT_FOUND_CODES | {"ResourceNotFoundException"}
+        return error_code(exc) in NOT_FOUND_CODES
 
     try:
         targets = events.list_targets_by_rule(Rule=stack.rule_name, EventBusName=bus)["Targets"]

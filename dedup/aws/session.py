@@ -104,7 +104,7 @@ def aws_session(mode: str = "auto", *, region: str | None = None, export_env: bo
     if endpoint:
         return _endpoint(endpoint, region)
     boto_session = _boto_session(region)
-    if boto_session.region_name and boto_session.get_credentials() is not None:
+    if boto_session.region_name and _credentials(boto_session) is not None:
         return _real(region, boto_session)
     log.info("no AWS_ENDPOINT_URL and no region + credentials configured: using an embedded moto server")
     return _embedded(region, export_env)
@@ -124,7 +124,7 @@ def _embedded(region: str | None, export_env: bool) -> AwsSession:
 def _endpoint(endpoint: str, region: str | None) -> AwsSession:
     boto_session = _boto_session(region)
     # Local emulators accept any credentials; fall back to the test ones when none are set.
-    credentials = None if boto_session.get_credentials() is not None else (
+    credentials = None if _credentials(boto_session) is not None else (
         TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY)
     return AwsSession(
         "endpoint",
@@ -142,7 +142,7 @@ def _real(region: str | None, boto_session: Any = None) -> AwsSession:
             "real AWS needs a region: set AWS_DEFAULT_REGION (or AWS_REGION), pass --region, "
             "or configure one in the AWS profile"
         )
-    if boto_session.get_credentials() is None:
+    if _credentials(boto_session) is None:
         raise ConfigurationError(
             "real AWS needs credentials and none were found: set AWS_ACCESS_KEY_ID / "
             "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run on a role; or use --aws embedded"
@@ -158,3 +158,13 @@ def _boto_session(region: str | None) -> Any:
         return boto3.Session(region_name=region)
     except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
         raise ConfigurationError(f"the AWS configuration cannot be loaded: {exc}") from exc
+
+
+def _credentials(boto_session: Any) -> Any:
+    """The resolved credentials, or ``None``; a broken credential source is a clear error."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return boto_session.get_credentials()
+    except (BotoCoreError, ValueError) as exc:  # ValueError: e.g. a malformed container credentials URI
+        raise ConfigurationError(f"the AWS credentials cannot be resolved: {exc}") from exc

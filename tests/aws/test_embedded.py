@@ -119,3 +119,10 @@ def test_an_unknown_profile_is_a_clear_error(no_aws_config, monkeypatch):
 def test_an_unknown_mode_is_a_clear_error():
     with pytest.raises(ConfigurationError, match="unknown AWS mode 'cloud'"):
         aws_session("cloud")
+
+
+def test_a_broken_credential_source_is_a_clear_error(no_aws_config, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://example.com/creds")
+    with pytest.raises(ConfigurationError, match="credentials cannot be resolved"):
+        aws_session("real")
