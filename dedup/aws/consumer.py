@@ -234,7 +234,7 @@ class SQSConsumer:
         try:
             messages = self.sqs.receive_message(**request).get("Messages", [])
         except (ClientError, BotoCoreError) as exc:
-            clear = explain(exc, self.sqs, "sqs:ReceiveMessage", self.queue_url)
+            clear = self._misconfigured(exc, "sqs:ReceiveMessage")
             if clear is not None:
                 raise clear from exc
             delay_ms = self.outage_backoff.delay_ms(self._receive_errors_in_a_row, self._rng)
@@ -244,6 +244,18 @@ class SQSConsumer:
             return []
         self._receive_errors_in_a_row = 0
         return messages
+
+    def _misconfigured(self, exc: BaseException, action: str) -> ConfigurationError | None:
+        """A configuration error to stop on; ``None`` for trouble worth retrying.
+
+        Once the queue answered at start, a lost connection is a network blip to
+        ride out, not a wrong endpoint.
+        """
+        from botocore.exceptions import EndpointConnectionError
+
+        if isinstance(exc, EndpointConnectionError):
+            return None
+        return explain(exc, self.sqs, action, self.queue_url)
 
     # ---- settle -------------------------------------------------------------
 
@@ -276,7 +288,7 @@ class SQSConsumer:
                     Entries=[{"Id": k, "ReceiptHandle": handle} for k, (_, handle) in pending.items()],
                 )
             except (ClientError, BotoCoreError) as exc:
-                clear = explain(exc, self.sqs, "sqs:DeleteMessage", self.queue_url)
+                clear = self._misconfigured(exc, "sqs:DeleteMessage")
                 if clear is not None:
                     raise clear from exc
                 last = {k: (error_code(exc) or type(exc).__name__, str(exc)) for k in pending}

@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 from aws_support import MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_S, Proxy, RecordingSleep, distinct_events, until
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError
 from samples import load_event
 
 from dedup.aws.consumer import SQSConsumer
 from dedup.aws.producer import DuplicateInjector
 from dedup.errors import ConfigurationError
-from dedup.localredis import LocalRedis
+from dedup.localredis import LocalRedis, free_port
 from dedup.service import Deduplicator
 from dedup.stores import MemoryStore, RedisStore
 
@@ -313,3 +314,30 @@ def test_a_queue_without_a_redrive_policy_is_warned_about(aws, caplog):
 def test_an_out_of_range_long_poll_is_refused(wait_time_s):
     with pytest.raises(ConfigurationError, match="wait_time_s"):
         SQSConsumer(None, "url", Deduplicator(MemoryStore()), lambda event: None, wait_time_s=wait_time_s)
+
+
+def test_a_lost_connection_after_start_is_ridden_out_with_a_backoff(stack):
+    DuplicateInjector().publish(stack.events, stack.handles.bus_name, distinct_events(2))
+    lost = []
+
+    def receive(**kwargs):
+        if not lost:
+            lost.append(True)
+            raise EndpointConnectionError(endpoint_url=stack.aws.endpoint_url)
+        return stack.sqs.receive_message(**kwargs)
+
+    sleep = RecordingSleep()
+    consumer = consumer_for(stack, Deduplicator(MemoryStore()), lambda event: None, sleep=sleep,
+                            sqs=Proxy(stack.sqs, {"receive_message": receive}))
+    assert consumer.poll_once().received == 0
+    assert len(sleep.delays_s) == 1 and 0.5 <= sleep.delays_s[0] <= 1.0
+    drain_with(consumer, stack)
+    assert consumer.stats.processed == 2
+
+
+def test_an_unreachable_endpoint_at_start_is_a_configuration_error(aws):
+    dead = f"http://127.0.0.1:{free_port()}"
+    sqs = aws.client("sqs", endpoint_url=dead, config=Config(retries={"max_attempts": 1}))
+    consumer = SQSConsumer(sqs, f"{dead}/123456789012/q", Deduplicator(MemoryStore()), lambda event: None)
+    with pytest.raises(ConfigurationError, match=r"cannot reach.*aws-server"):
+        consumer.poll_once()
