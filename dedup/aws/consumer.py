@@ -148,10 +148,6 @@ class SQSConsumer:
         """Stop :meth:`run` after the current batch."""
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def run(self, *, max_messages: int | None = None, max_idle_s: float | None = None) -> ConsumerStats:
         """Poll until stopped, ``max_messages`` more received, or nothing arrived for ``max_idle_s``.
 

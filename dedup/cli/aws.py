@@ -41,10 +41,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ---- parsers ------------------------------------------------------------------
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the unset (``None``) and off (``False``) ones."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _command(subparsers: argparse._SubParsersAction, name: str, summary: str, details: str,
              func: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help=summary, description=f"{summary}. {details}",
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   formatter_class=_HelpFormatter)
     parser.set_defaults(func=func)
     return parser
 
