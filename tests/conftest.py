@@ -15,6 +15,8 @@ import redis
 from dedup.clock import ManualClock
 from dedup.localredis import LocalRedis, redis_server_binary
 
+pytest_plugins = ["fixtures_cluster", "fixtures_dynamodb"]
+
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI"):

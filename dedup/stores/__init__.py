@@ -67,6 +67,9 @@ register_store("fakeredis", _fakeredis)
 register_store("redis", _redis)
 register_store("rediss", _redis)
 register_store("unix", _redis)
+register_store("redis+cluster", _redis)
+register_store("rediss+cluster", _redis)
+register_store("dynamodb", "dedup.aws.dynamodb_store:from_url")
 
 __all__ = [
     "Claim",

@@ -14,11 +14,17 @@ key is also written with a ``PX`` TTL of the same duration so Redis frees it
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.commands.core import Script
+from redis.retry import Retry
 
 from dedup.clock import Clock
 from dedup.stores.base import DEFAULT_PREFIX, ClaimOutcome, ClaimStatus, WindowStore
@@ -106,21 +112,48 @@ return out
 
 _STATUS = {"C": ClaimStatus.CLAIMED, "D": ClaimStatus.DUPLICATE, "I": ClaimStatus.IN_FLIGHT}
 
+# URL schemes of a Redis Cluster, mapped to the scheme redis-py parses.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+# Retries of a cluster client the store builds from a URL (see _client_from_url).
+CLUSTER_RETRIES = 0
+
 
 class RedisStore(WindowStore):
-    """A window store on Redis; takes a redis-py client or a ``redis://`` / ``rediss://`` URL.
+    """A window store on Redis or Redis Cluster.
 
-    A password and TLS are configured in the URL
-    (``rediss://:secret@host:6380/0``); the URL is never logged with its password.
+    ``client`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster`` client, or
+    a URL: ``redis://`` / ``rediss://`` (one server) or ``redis+cluster://`` /
+    ``rediss+cluster://`` (a cluster, discovered from that node). A password and
+    TLS are configured in the URL (``rediss://:secret@host:6380/0``); the URL is
+    never logged with its password.
+
+    On a cluster, a script may only touch keys of one hash slot, so each phase
+    groups the batch by slot (keys of a batch usually land in distinct slots)
+    and sends one script call per group, pipelined: one round trip per node,
+    nodes written to before any reply is read. A key's check-and-set stays
+    atomic (all copies of a key share a slot, so one call). A prefix holding a
+    ``{hash tag}`` would pin every key to one node: leave it out.
+
+    Any failure of the cluster (a node down, slots not covered, the cluster
+    marked down) raises :class:`~dedup.errors.StoreUnavailableError`: nothing
+    is decided. A claim that reached only some nodes releases what it claimed
+    on them first, so no key is left held by a batch that was never decided.
     """
 
     name = "redis"
     unavailable_errors = (
-        redis.exceptions.ConnectionError,
+        redis.exceptions.ConnectionError,  # also MaxConnectionsError
         redis.exceptions.TimeoutError,
         redis.exceptions.BusyLoadingError,
         redis.exceptions.AuthenticationError,
         redis.exceptions.AuthorizationError,
+        # Cluster trouble: ClusterDownError, MasterDownError, TRYAGAIN during a reshard, and
+        # the client's own topology failures (SlotNotCoveredError, "All slots are not
+        # covered", "cannot be connected"). The store's own calls never raise the
+        # RedisClusterException of a misuse (multi-slot scripts, blocked commands).
+        redis.exceptions.ClusterError,
+        redis.exceptions.TryAgainError,
+        redis.exceptions.RedisClusterException,
     )
 
     def __init__(
@@ -134,10 +167,9 @@ class RedisStore(WindowStore):
         super().__init__(clock=clock, prefix=prefix)
         self._owns_client = isinstance(client, str)
         self._url = client if isinstance(client, str) else None
+        self.cluster = isinstance(client, RedisCluster) or _scheme(self._url) in CLUSTER_SCHEMES
         if isinstance(client, str):
-            client = redis.Redis.from_url(
-                client, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
-            )
+            client = self._call(_client_from_url, client, socket_timeout_s)
         self.client = client
         self._claim_script = client.register_script(CLAIM_LUA)
         self._complete_script = client.register_script(COMPLETE_LUA)
@@ -145,7 +177,10 @@ class RedisStore(WindowStore):
 
     def describe(self) -> str:
         if self._url:
-            return f"redis at {redact_url(self._url)}"
+            return f"{'redis cluster' if self.cluster else 'redis'} at {redact_url(self._url)}"
+        if self.cluster:
+            nodes = sorted(node.name for node in self.client.get_primaries())
+            return f"redis cluster at {', '.join(nodes) or '?'}"
         kwargs = getattr(getattr(self.client, "connection_pool", None), "connection_kwargs", {})
         where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}" if kwargs else "client"
         return f"redis at {where}"
@@ -155,21 +190,114 @@ class RedisStore(WindowStore):
             self.client.close()
 
     def _claim(self, skeys, tokens, fingerprints, now_ms, lease_ms, slide_ms):
-        args: list[Any] = [now_ms, lease_ms, slide_ms]
-        for token, fp in zip(tokens, fingerprints, strict=True):
-            args += [token, fp]
-        raw = self._claim_script(keys=skeys, args=args)
+        per_key = list(zip(tokens, fingerprints, strict=True))
+        raw, failure = self._eval_groups(self._claim_script, [now_ms, lease_ms, slide_ms], skeys, per_key)
+        if failure is not None:
+            # Undo what the reachable nodes granted, so a redelivery is not held IN_FLIGHT
+            # for a lease by a batch that was never decided; best effort, the lease bounds it.
+            granted = [(sk, tok, fp) for sk, (tok, fp), r in zip(skeys, per_key, raw, strict=True)
+                       if r is not None and _text(r).startswith("C")]
+            with contextlib.suppress(*self.unavailable_errors):
+                if granted:
+                    self._release(granted, now_ms)
+            raise failure
         return [ClaimOutcome(_STATUS[_text(r)[0]], _text(r)[1:]) for r in raw]
 
     def _complete(self, owned, now_ms, window_ms):
-        args: list[Any] = [now_ms, window_ms]
-        for _skey, token, fp in owned:
-            args += [token, fp]
-        return [bool(r) for r in self._complete_script(keys=[o[0] for o in owned], args=args)]
+        raw = self._eval(self._complete_script, [now_ms, window_ms], [o[0] for o in owned],
+                         [(token, fp) for _skey, token, fp in owned])
+        return [bool(r) for r in raw]
 
     def _release(self, owned, now_ms):
-        raw = self._release_script(keys=[o[0] for o in owned], args=[now_ms, *(o[1] for o in owned)])
+        raw = self._eval(self._release_script, [now_ms], [o[0] for o in owned], [(o[1],) for o in owned])
         return [bool(r) for r in raw]
+
+    def _eval(self, script: Script, head: list[Any], keys: list[str], per_key: list[tuple]) -> list:
+        """Run ``script`` over ``keys``: ARGV is ``head`` then each key's ``per_key`` args.
+
+        Returns the script's reply per key, in order.
+        """
+        replies, failure = self._eval_groups(script, head, keys, per_key)
+        if failure is not None:
+            raise failure
+        return replies
+
+    def _eval_groups(
+        self, script: Script, head: list[Any], keys: list[str], per_key: list[tuple]
+    ) -> tuple[list[Any], BaseException | None]:
+        """``_eval`` that reports a failure instead of raising it, after every slot group ran.
+
+        The replies of keys whose group failed are ``None``; on one server
+        there are no groups, so it either fully succeeds or raises.
+        """
+        if not self.cluster:
+            return script(keys=keys, args=[*head, *itertools.chain.from_iterable(per_key)]), None
+        groups: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(self.client.keyslot(key), []).append(i)
+        calls = [
+            (self.client.get_node_from_key(keys[idx[0]]), [keys[i] for i in idx],
+             [*head, *itertools.chain.from_iterable(per_key[i] for i in idx)])
+            for idx in groups.values()
+        ]
+        replies: list[Any] = [None] * len(keys)
+        failure = None
+        for idx, reply in zip(groups.values(), _pipelined(self.client, script, calls), strict=True):
+            if isinstance(reply, BaseException):
+                failure = failure or reply
+                continue
+            for i, r in zip(idx, reply, strict=True):
+                replies[i] = r
+        return replies, failure
+
+
+def _pipelined(client: RedisCluster, script: Script, calls: list[tuple[ClusterNode, list[str], list[Any]]]
+               ) -> list:
+    """One EVALSHA per ``(node, keys, args)`` call, pipelined per node; each call's reply or exception.
+
+    redis-py blocks the ``evalsha`` method of cluster pipelines but routes the
+    raw command. Naming the node (from the client's slot table) keeps redis-py
+    from asking a node for the command's keys (``COMMAND GETKEYS``, one extra
+    round trip per call); a MOVED or ASK reply is still followed. A node that
+    lost its script cache (restart, failover) answers NOSCRIPT: those calls
+    are sent again as EVAL, which runs and caches the script (safe: NOSCRIPT
+    means the script did not run).
+    """
+    replies: list[Any] = [None] * len(calls)
+    pending = list(range(len(calls)))
+    for command, body in (("EVALSHA", script.sha), ("EVAL", script.script)):
+        pipe = client.pipeline()
+        for i in pending:
+            node, keys, args = calls[i]
+            pipe.execute_command(command, body, len(keys), *keys, *args, target_nodes=node)
+        for i, reply in zip(pending, pipe.execute(raise_on_error=False), strict=True):
+            replies[i] = reply
+        pending = [i for i in pending if isinstance(replies[i], redis.exceptions.NoScriptError)]
+        if not pending:
+            break
+    failed = next((r for r in replies if isinstance(r, redis.exceptions.ResponseError)
+                   and not isinstance(r, RedisStore.unavailable_errors)), None)
+    if failed is not None:
+        raise failed  # a script or usage error, not an outage: never hide it as one
+    return replies
+
+
+def _scheme(url: str | None) -> str:
+    return url.partition("://")[0] if url else ""
+
+
+def _client_from_url(url: str, socket_timeout_s: float) -> redis.Redis | RedisCluster:
+    scheme, _, rest = url.partition("://")
+    timeouts = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": socket_timeout_s}
+    if scheme in CLUSTER_SCHEMES:
+        # No retries (redis-py's default is three): the cluster client re-sends each command
+        # of a failed node one by one, so a hung node would stall a batch for
+        # (retries + 1) x calls x timeout. Failing closed at once lets the queue redeliver;
+        # MOVED and ASK redirections are followed regardless.
+        return RedisCluster.from_url(
+            f"{CLUSTER_SCHEMES[scheme]}://{rest}", retry=Retry(NoBackoff(), CLUSTER_RETRIES), **timeouts
+        )
+    return redis.Redis.from_url(url, **timeouts)
 
 
 def redact_url(url: str) -> str:
