@@ -1,0 +1,86 @@
+"""The real notebooks, run by the workbench runner with non-default parameters.
+
+Checks that injected values took effect in the computed results (the headline
+numbers the notebooks report), and that no executed notebook leaks an AWS secret.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from dedup.workbench import NotebookRun, run_notebooks
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SECRET_PATTERNS = {
+    "AWS access key id": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    "secret key setting": re.compile(r"aws_secret_access_key", re.IGNORECASE),
+    # An AWS secret access key is 40 base64 characters standing alone.
+    "40-char base64 secret": re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
+}
+
+
+def secrets_in(notebook: nbformat.NotebookNode) -> list[str]:
+    """Every secret-looking string in a notebook's sources and text outputs (images excluded)."""
+    texts = []
+    for cell in notebook.cells:
+        texts.append(cell.source)
+        for output in cell.get("outputs", []):
+            texts.append(output.get("text", ""))
+            texts += [str(v) for k, v in output.get("data", {}).items() if not k.startswith("image/")]
+            texts += output.get("traceback", [])
+    return [f"{name}: {m.group(0)[:12]}…" for text in texts for name, pattern in SECRET_PATTERNS.items()
+            for m in pattern.finditer(text)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, NotebookRun]:
+    out = tmp_path_factory.mktemp("workbench")
+    parameters = {"n_events": 8, "publish_retries": 2, "delivery_duplicates": 1, "source": "nice",
+                  "cache": "fakeredis", "n_failing": 2, "seed": 11}
+    executed = run_notebooks(ROOT / "notebooks", out, only=["02", "03"], parameters=parameters,
+                             echo=lambda line: None)
+    return {run.notebook.split("_")[0]: run for run in executed}
+
+
+@pytest.mark.aws
+def test_producing_notebook_counts_follow_the_injected_parameters(runs):
+    run = runs["02"]
+    assert run.ok, run.error
+    assert run.headline["logical_events"] == 8
+    assert run.headline["messages"] == 8 + 2 + 1
+    assert run.headline["missed_by_envelope_id"] == 2, "every publish retry passes an envelope-id key"
+
+
+@pytest.mark.aws
+def test_consuming_notebook_used_the_injected_store_and_volumes(runs):
+    run = runs["03"]
+    assert run.ok, run.error
+    assert run.headline["store"] == "redis", "cache=fakeredis opens a RedisStore, not the memory default"
+    assert run.headline["processed"] == 8 and run.headline["duplicates_dropped"] == 3
+    assert run.headline["lost_mark_first"] == 2 and run.headline["lost_claim"] == 0
+    assert run.figures and run.figures[0].name == "03_consuming-lifecycle_failing_handler.png"
+
+
+@pytest.mark.aws
+def test_executed_notebooks_hold_no_aws_secrets(runs):
+    assert len(runs) == 2
+    for run in runs.values():
+        assert secrets_in(nbformat.read(run.output, as_version=4)) == [], run.notebook
+
+
+def test_secret_scan_finds_planted_keys_but_not_images():
+    planted = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
+    planted.cells[0].outputs = [
+        nbformat.v4.new_output("stream", text="key AKIAABCDEFGHIJKLMNOP\n"),
+        nbformat.v4.new_output("display_data", data={
+            "text/plain": "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "image/png": "iVBORw0KGgo" + "A" * 40}),
+    ]
+    found = secrets_in(planted)
+    assert [f.split(":")[0] for f in found] == ["AWS access key id", "secret key setting",
+                                                 "40-char base64 secret"]

@@ -1,0 +1,106 @@
+"""The headless runner behind ``dedup workbench`` / ``make run``, on throwaway notebooks."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+import pytest
+
+from dedup.cli import main
+from dedup.errors import ConfigurationError
+from dedup.workbench import FIGURES_DIR_ENV, NOTEBOOK_ENV, find_notebooks, parse_parameters, publish
+
+matplotlib.use("Agg")
+
+GOOD_CELLS = [
+    "import matplotlib.pyplot as plt\nfrom dedup.workbench import headline, publish",
+    "fig, ax = plt.subplots()\nax.plot(range(n))\nax.set_title('line')\npublish(fig, 'line')",
+    "headline(n=n, label=label)",
+]
+BAD_CELLS = ["doubled = n * 2", "assert doubled > 100, f'doubled is only {doubled}'"]
+
+
+def test_when_a_notebook_fails_then_the_summary_names_the_cell_and_the_exit_code_is_1(
+    write_notebook, tmp_path, capsys
+):
+    write_notebook("00_good", "n = 3\nlabel = 'default'", GOOD_CELLS)
+    write_notebook("01_bad", "n = 3", BAD_CELLS)
+    out = tmp_path / "build"
+
+    rc = main(["workbench", "--notebooks", str(tmp_path / "notebooks"), "--out", str(out), "-p", "n=7"])
+
+    printed = capsys.readouterr()
+    assert rc == 1
+    rows = {line.split()[0]: line.split() for line in printed.out.splitlines() if line.startswith("0")}
+    assert rows["00_good"][1] == "ok" and rows["01_bad"][1] == "FAILED"
+    assert "label=default, n=7" in printed.out, "the injected n=7 reached the headline"
+    assert "1 failed" in printed.out
+    assert "AssertionError: doubled is only 14" in printed.err
+    assert "assert doubled > 100" in printed.err, "the failing cell's source is shown"
+    assert "\x1b[" not in printed.err, "tracebacks are shown without terminal colour codes"
+    assert (out / "figures" / "00_good-line.png").stat().st_size > 0
+    assert (out / "notebooks" / "01_bad.ipynb").exists(), "the failed notebook is kept for inspection"
+    summary = {r["notebook"]: r for r in json.loads((out / "workbench.json").read_text())}
+    assert summary["00_good"]["headline"] == {"n": 7, "label": "default"}
+    assert summary["00_good"]["figures"] == ["00_good-line.png"]
+    assert summary["01_bad"]["status"] == "FAILED" and "doubled is only 14" in summary["01_bad"]["error"]
+
+
+def test_when_all_notebooks_pass_then_the_exit_code_is_0_and_only_selected_ones_run(
+    write_notebook, tmp_path, capsys
+):
+    write_notebook("00_good", "n = 2\nlabel = 'x'", GOOD_CELLS)
+    write_notebook("01_bad", "n = 3", BAD_CELLS)
+
+    rc = main(["workbench", "--notebooks", str(tmp_path / "notebooks"), "--out", str(tmp_path / "b"),
+               "--only", "00", "-p", "label=hello world"])
+
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "00_good" in printed and "01_bad" not in printed
+    assert "label=hello world, n=2" in printed
+
+
+def test_when_no_selected_notebook_declares_a_parameter_then_it_is_a_clear_error(
+    write_notebook, tmp_path, capsys
+):
+    write_notebook("00_good", "n = 2\nlabel = 'x'", GOOD_CELLS)
+
+    rc = main(["workbench", "--notebooks", str(tmp_path / "notebooks"), "--out", str(tmp_path / "b"),
+               "-p", "windw_s=60"])
+
+    assert rc == 2
+    assert "no selected notebook has a parameter named windw_s" in capsys.readouterr().err
+
+
+def test_when_only_matches_no_notebook_then_the_error_lists_the_notebooks(write_notebook, tmp_path):
+    write_notebook("00_good", "n = 2", [])
+    with pytest.raises(ConfigurationError, match=r"no notebook matches 07 .*00_good"):
+        find_notebooks(tmp_path / "notebooks", ["07"])
+
+
+def test_parameter_values_are_python_literals_or_else_strings():
+    assert parse_parameters(["window_s=600", "ratio=0.5", "flag=True", "url=None",
+                             "cache=redis://:pw@h:6379/0", "mode=sliding"]) == {
+        "window_s": 600, "ratio": 0.5, "flag": True, "url": None,
+        "cache": "redis://:pw@h:6379/0", "mode": "sliding"}
+    with pytest.raises(ConfigurationError, match="not NAME=VALUE"):
+        parse_parameters(["window_s"])
+
+
+def test_publish_saves_a_png_only_when_the_runner_says_where(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    monkeypatch.delenv(FIGURES_DIR_ENV, raising=False)
+    fig, _ = plt.subplots()
+    assert publish(fig, "alone") is fig
+    assert list(tmp_path.iterdir()) == []
+
+    monkeypatch.setenv(FIGURES_DIR_ENV, str(tmp_path / "figs"))
+    monkeypatch.setenv(NOTEBOOK_ENV, "04_window_tuning")
+    fig, _ = plt.subplots()
+    publish(fig, "caught_vs_window")
+    assert (tmp_path / "figs" / "04_window_tuning-caught_vs_window.png").stat().st_size > 0
+    with pytest.raises(ConfigurationError, match="figure name"):
+        publish(fig, "../escape")
