@@ -1,0 +1,586 @@
+"""Which key and which window: exact dedup metrics of a trace, by replay and by sweep.
+
+* :func:`replay` pushes a trace through the real :class:`~dedup.service.Deduplicator`
+  and a window store under a :class:`~dedup.clock.ManualClock`, one message at a
+  time in arrival order, the handler succeeding instantly: per-message outcomes.
+* :func:`sweep` computes the same metrics for many windows at once from the
+  gaps between sightings of each key, without replaying. It equals
+  :func:`replay` exactly on every metric (the tests check it over seeds, key
+  strategies and both window modes).
+* :func:`recommend` picks the smallest window meeting a target and prices it;
+  :func:`compare_strategies` puts key strategies side by side.
+* :func:`repeat_structure` analyses a trace without ground truth (bring your
+  own): how often each strategy's keys repeat, and after what gaps.
+
+Metrics (one row per window):
+
+``messages``, ``unkeyed`` (no key: retried, then dead-lettered in production),
+``processed`` (handler runs), ``suppressed`` (answered as duplicates),
+``peak_live_keys`` and ``mean_live_keys`` (records live in the store, sampled
+after each message), ``peak_memory_bytes`` (peak live keys times the store's
+bytes per key). With ground truth also ``duplicates`` (messages that are not
+the original), ``caught`` (suppressed, and the event was already processed),
+``leaked`` (processed again: an event handled twice), ``false_drops``
+(suppressed although the event had not been processed: the key is too coarse)
+and ``caught_pct`` = caught / (caught + leaked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from dedup.clock import ManualClock
+from dedup.keys import ContentFingerprint, KeyStrategy
+from dedup.service import Deduplicator, Outcome
+from dedup.stores.base import WindowStore
+from dedup.stores.base import _duration_ms as duration_ms
+from dedup.stores.memory import MemoryStore
+from dedup.traces import Keys, Trace
+from dedup.traces.trace import progress_bar
+
+WindowMode = Literal["fixed", "sliding"]
+KeySpec = KeyStrategy | str
+
+#: Bytes one live key costs in each store, to turn live keys into memory.
+#: redis: a placeholder of ~90 B per key (value "D<deadline_ms>,<fingerprint>" under a
+#:   28-character storage key with a PX TTL), to be replaced by the figure measured with
+#:   `MEMORY USAGE` on real Redis 7 (the redis benchmarks).
+#: memory: measured with tracemalloc on CPython 3.11: 100k keys claimed and completed in a
+#:   MemoryStore (dict entry, record list, storage-key string, expiry-queue tuple) once their
+#:   lease-queue entries had expired, divided by 100k (≈ 316 B while those are still queued).
+STORE_BYTES_PER_KEY: dict[str, int] = {"redis": 90, "memory": 250}
+
+#: Windows swept by default: 1 s to 2 days, log-spaced, rounded to whole seconds.
+DEFAULT_WINDOWS_S: tuple[float, ...] = tuple(
+    float(w) for w in sorted({round(x) for x in np.geomspace(1, 172_800, 60)})
+)
+
+PROCESSED, DUPLICATE, MISSING_KEY, OTHER = 0, 1, 2, 3
+OUTCOMES = ("processed", "duplicate", "missing_key", "other")
+_OUTCOME_CODE = {Outcome.PROCESSED: PROCESSED, Outcome.DUPLICATE: DUPLICATE, Outcome.MISSING_KEY: MISSING_KEY}
+TRUTH_METRICS = ("duplicates", "caught", "leaked", "false_drops", "caught_pct")
+
+
+def key_label(key: KeySpec) -> str:
+    """How a key strategy is named in tables: its spec string, or its ``name``."""
+    return key if isinstance(key, str) else key.name
+
+
+# ---- replay ----------------------------------------------------------------------
+
+
+@dataclass
+class Replay:
+    """A replay's per-message outcomes (codes into :data:`OUTCOMES`), live keys, and metrics."""
+
+    outcomes: np.ndarray
+    live_keys: np.ndarray | None
+    metrics: dict[str, Any]
+
+    def outcome_names(self) -> pd.Series:
+        """The outcomes as a categorical series of names."""
+        return pd.Series(pd.Categorical.from_codes(self.outcomes, OUTCOMES))
+
+
+def replay(
+    trace: Trace,
+    key: KeySpec = "auto",
+    window_s: float = 300.0,
+    mode: WindowMode = "fixed",
+    *,
+    store: WindowStore | None = None,
+    memory_store: str = "redis",
+    progress: bool = False,
+) -> Replay:
+    """Run ``trace`` through the real :class:`Deduplicator`, one message at a time in arrival order.
+
+    The store (default a fresh :class:`MemoryStore`) must read a
+    :class:`ManualClock`, which is set to each message's arrival time (whole
+    milliseconds, as the stores count). The handler succeeds instantly. Live
+    keys are sampled after each message when the store can count them.
+    """
+    if len(trace) == 0:
+        raise ValueError("cannot replay an empty trace")
+    arrival = trace.arrival_ms
+    if store is None:
+        store = MemoryStore(clock=ManualClock(_clock_s(arrival[0])))
+    clock = store.clock
+    if not isinstance(clock, ManualClock):
+        raise ValueError(
+            f"replay drives the store's clock; {store.describe()} reads {clock!r}, not a ManualClock"
+        )
+    if clock.now_s() > _clock_s(arrival[0]):
+        raise ValueError("the store's clock is past the trace's first arrival")
+    dedup = Deduplicator(store, key=key, window_s=window_s, mode=mode)
+    counts_live = isinstance(store, MemoryStore)
+    outcomes = np.empty(len(trace), dtype=np.int8)
+    live = np.empty(len(trace), dtype=np.int64) if counts_live else None
+    bar = progress_bar(len(trace), progress, f"replay {key_label(key)} {window_s:g}s")
+    with _quiet_dedup_log():  # one error line per unkeyed message would flood the output
+        for i, event in enumerate(trace.envelopes()):
+            clock.set(_clock_s(arrival[i]))
+            outcome = dedup.process_batch([event], _succeed)[0].outcome
+            outcomes[i] = _OUTCOME_CODE.get(outcome, OTHER)
+            if live is not None:
+                live[i] = len(store)
+            if i % 10_000 == 9_999:
+                bar.update(10_000)
+    bar.close()
+    metrics = _replay_metrics(trace, outcomes, live)
+    metrics = {"key": key_label(key), "mode": mode, "window_s": float(window_s), **metrics}
+    _add_memory(metrics, memory_store)
+    return Replay(outcomes, live, metrics)
+
+
+def _succeed(_event: Mapping[str, Any]) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_dedup_log() -> Iterator[None]:
+    log = logging.getLogger("dedup")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _clock_s(ms: int) -> float:
+    # Half a millisecond in, so int(now_s * 1000) == ms despite binary floating point.
+    return (int(ms) + 0.5) / 1000.0
+
+
+def _replay_metrics(trace: Trace, outcomes: np.ndarray, live: np.ndarray | None) -> dict[str, Any]:
+    """Metrics from per-message outcomes, counted message by message (independent of the sweep)."""
+    metrics: dict[str, Any] = {
+        "messages": len(outcomes),
+        "unkeyed": int((outcomes == MISSING_KEY).sum()),
+        "processed": int((outcomes == PROCESSED).sum()),
+        "suppressed": int((outcomes == DUPLICATE).sum()),
+    }
+    if trace.has_truth:
+        done: set[int] = set()
+        caught = leaked = false_drops = 0
+        for logical, outcome in zip(trace.frame["logical_id"].tolist(), outcomes.tolist(), strict=True):
+            if outcome == PROCESSED:
+                leaked += logical in done
+                done.add(logical)
+            elif outcome == DUPLICATE:
+                if logical in done:
+                    caught += 1
+                else:
+                    false_drops += 1
+        metrics.update(
+            duplicates=int((trace.frame["kind"] != "original").sum()),
+            caught=caught, leaked=leaked, false_drops=false_drops,
+            caught_pct=_pct(caught, leaked),
+        )
+    metrics["peak_live_keys"] = int(live.max()) if live is not None else None
+    metrics["mean_live_keys"] = int(live.sum()) / len(live) if live is not None else None
+    return metrics
+
+
+def _pct(caught: int, leaked: int) -> float:
+    return 100.0 * caught / (caught + leaked) if caught + leaked else 100.0
+
+
+def _add_memory(metrics: dict[str, Any], memory_store: str) -> None:
+    if memory_store not in STORE_BYTES_PER_KEY:
+        known = ", ".join(STORE_BYTES_PER_KEY)
+        raise ValueError(f"no bytes-per-key figure for store {memory_store!r} (known: {known})")
+    peak = metrics["peak_live_keys"]
+    metrics["peak_memory_bytes"] = peak * STORE_BYTES_PER_KEY[memory_store] if peak is not None else None
+
+
+# ---- sweep ---------------------------------------------------------------------------
+
+
+def sweep(
+    trace: Trace,
+    key: KeySpec = "auto",
+    windows: Sequence[float] = DEFAULT_WINDOWS_S,
+    mode: WindowMode = "fixed",
+    *,
+    memory_store: str = "redis",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Exact replay metrics for every window in ``windows``, one row each, from the sighting gaps.
+
+    ``fixed``: a record lives until processing time + window; a sighting is a
+    duplicate when it comes before that. ``sliding``: every sighting moves the
+    deadline to sighting + window, so a sighting is a duplicate when the
+    previous sighting of its key is less than a window ago.
+    """
+    if mode not in ("fixed", "sliding"):
+        raise ValueError(f"mode must be 'fixed' or 'sliding', got {mode!r}")
+    (keys,) = trace.keys(key, progress=progress)
+    engine = SweepEngine(trace, keys)
+    rows = []
+    bar = progress_bar(len(windows), progress, f"sweep {key_label(key)}", unit="window")
+    for window_s in windows:
+        metrics = engine.metrics(window_s, mode)
+        metrics = {"key": key_label(key), "mode": mode, "window_s": float(window_s), **metrics}
+        _add_memory(metrics, memory_store)
+        rows.append(metrics)
+        bar.update(1)
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def outcomes(trace: Trace, key: KeySpec, window_s: float, mode: WindowMode = "fixed") -> np.ndarray:
+    """Per-message outcome codes (into :data:`OUTCOMES`) of one window, computed like :func:`sweep`."""
+    (keys,) = trace.keys(key)
+    return SweepEngine(trace, keys).outcomes(window_s, mode)
+
+
+class SweepEngine:
+    """Precomputes a trace's sightings per key once; then each window costs a few vector passes.
+
+    Messages are grouped by key, each group in arrival order. Only keys seen
+    more than once can suppress anything; for them:
+
+    * sliding: a sighting is a duplicate iff the gap to the previous sighting
+      is below the window;
+    * fixed: the processed sightings are a chain, each the first sighting at
+      least a window after the previous processed one. The chain is followed
+      for all keys at once by pointer doubling (log2 of the longest group
+      steps), so a key seen a million times costs no more than many keys.
+
+    Live keys after message i = records started so far minus records whose
+    deadline has passed, both counted with binary searches over times.
+    """
+
+    def __init__(self, trace: Trace, keys: Keys) -> None:
+        t = trace.arrival_ms.astype(np.int64)
+        codes = keys.codes
+        self.n = len(t)
+        self.t = t
+        self.keyed = codes >= 0
+        self.keyed_cum = np.cumsum(self.keyed)
+        self.keyed_times = t[self.keyed]
+        rows = np.flatnonzero(self.keyed)
+        rows = rows[np.argsort(codes[rows], kind="stable")]  # by key, then arrival
+        c = codes[rows]
+        first = np.r_[True, c[1:] != c[:-1]] if len(c) else np.zeros(0, bool)
+        starts = np.flatnonzero(first)
+        sizes = np.diff(np.r_[starts, len(c)])
+        # Keep only keys sighted more than once: nothing else can be suppressed.
+        multi = np.repeat(sizes > 1, sizes)
+        self.rows_m = rows[multi]
+        t_m = t[rows[multi]]
+        first_m = first[multi]
+        self.first_m = first_m
+        self.gap_m = np.where(first_m, -1, t_m - np.r_[0, t_m[:-1]]) if len(t_m) else t_m
+        group = np.cumsum(first_m) - 1
+        ends = np.r_[np.flatnonzero(first_m)[1:], len(t_m)]
+        self.end_m = ends[group] if len(t_m) else np.zeros(0, np.int64)
+        self.longest = int(sizes.max()) if len(sizes) else 0
+        # Sortable (key, time) composite for the fixed chain's "first sighting >= t + window".
+        self.t_range = int(t.max() - t.min()) + 1 if self.n else 1
+        span = 2 * self.t_range + 1
+        dense = np.cumsum(first_m) - 1
+        self.composite_m = dense * span + (t_m - (t.min() if self.n else 0))
+        # For sliding live keys: rows with a later sighting of their key, and the gap to it.
+        not_last = ~np.r_[first_m[1:], True] if len(t_m) else np.zeros(0, bool)
+        order = np.argsort(self.rows_m[not_last], kind="stable")
+        self.continued_rows = self.rows_m[not_last][order]
+        self.continued_gap = (np.r_[self.gap_m[1:], 0][not_last])[order]
+        self._truth(trace)
+
+    def _truth(self, trace: Trace) -> None:
+        self.has_truth = trace.has_truth
+        if not self.has_truth:
+            return
+        logical = trace.frame["logical_id"].to_numpy()
+        self.duplicates = int((trace.frame["kind"] != "original").sum())
+        order = np.argsort(logical, kind="stable")
+        lg = logical[order]
+        first = np.r_[True, lg[1:] != lg[:-1]] if len(lg) else np.zeros(0, bool)
+        sizes = np.diff(np.r_[np.flatnonzero(first), len(lg)])
+        multi = np.repeat(sizes > 1, sizes)
+        self.single_logical = np.zeros(self.n, dtype=bool)
+        self.single_logical[order[~multi]] = True
+        self.truth_rows = order[multi]  # messages of events delivered more than once, by event
+        self.truth_first = first[multi]
+
+    # ---- per window ------------------------------------------------------------
+
+    def duplicate_rows(self, window_s: float, mode: WindowMode) -> np.ndarray:
+        """Rows (sorted) answered as duplicates under ``window_s`` and ``mode``."""
+        window_ms = duration_ms(window_s, "window_s")
+        if mode == "sliding":
+            dup = ~self.first_m & (self.gap_m < window_ms)
+        else:
+            dup = ~self.first_m & ~self._fixed_chain(window_ms)
+        return np.sort(self.rows_m[dup])
+
+    def _fixed_chain(self, window_ms: int) -> np.ndarray:
+        """Which sightings (of keys seen more than once) a fixed window processes."""
+        m = len(self.composite_m)
+        step = min(window_ms, self.t_range)  # beyond the trace's span every window acts alike
+        nxt = np.searchsorted(self.composite_m, self.composite_m + step, side="left")
+        nxt[nxt >= self.end_m] = m
+        jump = np.r_[nxt, m]  # m: "no further processed sighting", a fixed point
+        reached = np.r_[self.first_m, False]
+        hops = 1
+        while hops < self.longest:
+            reached[jump[reached]] = True
+            jump = jump[jump]
+            hops *= 2
+        return reached[:m]
+
+    def outcomes(self, window_s: float, mode: WindowMode) -> np.ndarray:
+        out = np.where(self.keyed, PROCESSED, MISSING_KEY).astype(np.int8)
+        out[self.duplicate_rows(window_s, mode)] = DUPLICATE
+        return out
+
+    def metrics(self, window_s: float, mode: WindowMode) -> dict[str, Any]:
+        window_ms = duration_ms(window_s, "window_s")
+        dup_rows = self.duplicate_rows(window_s, mode)
+        processed_cum = self.keyed_cum - np.searchsorted(dup_rows, np.arange(self.n), side="right")
+        # Records whose deadline is at or before each arrival: started <= arrival - window and,
+        # fixed, processed then; sliding, not sighted again within the window.
+        cutoff = self.t - window_ms
+        ended = np.searchsorted(self.keyed_times, cutoff, side="right")
+        gone = self.continued_rows[self.continued_gap < window_ms] if mode == "sliding" else dup_rows
+        ended -= np.searchsorted(self.t[gone], cutoff, side="right")
+        live = processed_cum - ended
+        metrics: dict[str, Any] = {
+            "messages": self.n,
+            "unkeyed": int(self.n - self.keyed_cum[-1]) if self.n else 0,
+            "processed": int(self.keyed_cum[-1] - len(dup_rows)) if self.n else 0,
+            "suppressed": len(dup_rows),
+        }
+        if self.has_truth:
+            metrics.update(self._classify(dup_rows))
+        metrics["peak_live_keys"] = int(live.max()) if self.n else 0
+        metrics["mean_live_keys"] = int(live.sum()) / self.n if self.n else 0.0
+        return metrics
+
+    def _classify(self, dup_rows: np.ndarray) -> dict[str, Any]:
+        suppressed = np.zeros(self.n, dtype=bool)
+        suppressed[dup_rows] = True
+        rows = self.truth_rows
+        done = self.keyed[rows] & ~suppressed[rows]
+        cum = np.cumsum(done)
+        before = cum - done  # processings of the same event earlier (exclusive), per event group
+        group_base = np.maximum.accumulate(np.where(self.truth_first, before, 0))
+        seen = (before - group_base) > 0
+        caught = int((suppressed[rows] & seen).sum())
+        leaked = int((done & seen).sum())
+        false_drops = int((suppressed[rows] & ~seen).sum() + (suppressed & self.single_logical).sum())
+        return {"duplicates": self.duplicates, "caught": caught, "leaked": leaked,
+                "false_drops": false_drops, "caught_pct": _pct(caught, leaked)}
+
+
+# ---- recommendation and comparison -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The smallest window meeting a target, with the metrics there (``window_s`` None if none does)."""
+
+    key: str
+    mode: str
+    window_s: float | None
+    target_caught_pct: float
+    max_false_drops: int
+    metrics: dict[str, Any] | None
+    reason: str
+
+    @property
+    def met(self) -> bool:
+        return self.window_s is not None
+
+    def __str__(self) -> str:
+        if not self.met:
+            return f"{self.key} ({self.mode}): no window meets the target: {self.reason}"
+        m = self.metrics or {}
+        return (f"{self.key} ({self.mode}): window {self.window_s:g} s catches {m['caught_pct']:.3f}% "
+                f"of duplicates with {m['false_drops']} false drops; peak {m['peak_live_keys']:,} live keys "
+                f"≈ {m['peak_memory_bytes'] / 1e6:.2f} MB")
+
+
+def meets(frame: pd.DataFrame, target_caught_pct: float, max_false_drops: int) -> pd.Series:
+    """Which sweep rows meet the target."""
+    return (frame["caught_pct"] >= target_caught_pct) & (frame["false_drops"] <= max_false_drops)
+
+
+def recommend(
+    trace: Trace,
+    key: KeySpec = "auto",
+    *,
+    mode: WindowMode = "fixed",
+    target_caught_pct: float = 99.9,
+    max_false_drops: int = 0,
+    windows: Sequence[float] = DEFAULT_WINDOWS_S,
+    memory_store: str = "redis",
+    progress: bool = False,
+) -> Recommendation:
+    """The smallest window of ``windows`` meeting the target, refined to whole seconds below it."""
+    if not trace.has_truth:
+        raise ValueError("recommend needs ground truth (a generated trace or a truth sidecar)")
+    windows = sorted(windows)
+    frame = sweep(trace, key, windows, mode, memory_store=memory_store, progress=progress)
+    ok = meets(frame, target_caught_pct, max_false_drops).to_numpy()
+    label = key_label(key)
+    if not ok.any():
+        best = frame.loc[frame["caught_pct"].idxmax()]
+        reason = (f"best caught {best['caught_pct']:.3f}% at {best['window_s']:g} s "
+                  f"with {best['false_drops']} false drops")
+        return Recommendation(label, mode, None, target_caught_pct, max_false_drops, None, reason)
+    k = int(np.argmax(ok))
+    row = frame.iloc[k].to_dict()
+    if k > 0:
+        lo, hi = windows[k - 1], windows[k]
+        finer = np.unique(np.ceil(np.linspace(lo, hi, 65)[1:-1]))
+        finer = finer[(finer > lo) & (finer < hi)]
+        if len(finer):
+            fine = sweep(trace, key, finer.tolist(), mode, memory_store=memory_store)
+            fine_ok = meets(fine, target_caught_pct, max_false_drops).to_numpy()
+            if fine_ok.any():
+                row = fine.iloc[int(np.argmax(fine_ok))].to_dict()
+    return Recommendation(label, mode, float(row["window_s"]), target_caught_pct, max_false_drops, row,
+                          "smallest window meeting the target")
+
+
+def compare_strategies(
+    trace: Trace,
+    keys: Sequence[KeySpec] | Mapping[str, KeySpec],
+    *,
+    mode: WindowMode = "fixed",
+    window_s: float | None = None,
+    target_caught_pct: float = 99.9,
+    max_false_drops: int = 0,
+    windows: Sequence[float] = DEFAULT_WINDOWS_S,
+    memory_store: str = "redis",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """One row per key strategy: metrics at a common window, and each strategy's own recommendation.
+
+    The common window is ``window_s``, else the first strategy's recommended
+    window (else 300 s).
+    """
+    labelled = dict(keys) if isinstance(keys, Mapping) else {key_label(k): k for k in keys}
+    trace.keys(*labelled.values(), progress=progress)  # render once for all strategies
+    recs = {
+        label: recommend(trace, k, mode=mode, target_caught_pct=target_caught_pct,
+                         max_false_drops=max_false_drops, windows=windows, memory_store=memory_store)
+        for label, k in labelled.items()
+    }
+    if window_s is None:
+        first = next(iter(recs.values()))
+        window_s = first.window_s if first.met else 300.0
+    rows = []
+    for label, k in labelled.items():
+        at = sweep(trace, k, [window_s], mode, memory_store=memory_store).iloc[0].to_dict()
+        rec = recs[label]
+        rows.append({
+            **at, "key": label,
+            "recommended_window_s": rec.window_s,
+            "recommended_memory_bytes": rec.metrics["peak_memory_bytes"] if rec.metrics else None,
+        })
+    return pd.DataFrame(rows)
+
+
+# ---- bring your own trace --------------------------------------------------------------
+
+
+def repeat_structure(trace: Trace, keys: Sequence[KeySpec], *, progress: bool = False) -> pd.DataFrame:
+    """How often each strategy's keys repeat and after what gaps (no ground truth needed).
+
+    ``repeats`` are messages whose key was seen before; ``same_payload`` of
+    them carry the same ``source``, ``detail-type`` and ``detail`` as the
+    previous sighting (true copies), the rest share a key with a different
+    event (the key is too coarse, or the platform re-sent changed content).
+    Gaps are between consecutive sightings of a key, in seconds.
+    """
+    derived = trace.keys(*keys, ContentFingerprint(), progress=progress)
+    payload = derived[-1].codes
+    t = trace.arrival_ms
+    rows = []
+    for spec, k in zip(keys, derived[:-1], strict=True):
+        rows_k = np.flatnonzero(k.codes >= 0)
+        rows_k = rows_k[np.argsort(k.codes[rows_k], kind="stable")]
+        c = k.codes[rows_k]
+        repeat = np.r_[False, c[1:] == c[:-1]] if len(c) else np.zeros(0, bool)
+        prev = np.r_[0, rows_k[:-1]] if len(c) else rows_k
+        gaps_s = (t[rows_k] - t[prev])[repeat] / 1000.0
+        same = int((payload[rows_k] == payload[prev])[repeat].sum())
+        q = np.quantile(gaps_s, [0.5, 0.9, 0.99]) if len(gaps_s) else [np.nan] * 3
+        rows.append({
+            "key": key_label(spec),
+            "messages": len(trace),
+            "unkeyed": k.unkeyed,
+            "distinct_keys": len(k.raw),
+            "repeated_keys": int(np.unique(c[repeat]).size),
+            "repeats": int(repeat.sum()),
+            "repeat_pct": 100.0 * repeat.sum() / len(trace) if len(trace) else 0.0,
+            "same_payload": same,
+            "other_payload": int(repeat.sum()) - same,
+            "gap_p50_s": q[0], "gap_p90_s": q[1], "gap_p99_s": q[2],
+            "gap_max_s": float(gaps_s.max()) if len(gaps_s) else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def repeat_gaps(trace: Trace, key: KeySpec) -> np.ndarray:
+    """Seconds between consecutive sightings of the same key, over all keys."""
+    (k,) = trace.keys(key)
+    rows = np.flatnonzero(k.codes >= 0)
+    rows = rows[np.argsort(k.codes[rows], kind="stable")]
+    c, t = k.codes[rows], trace.arrival_ms[rows]
+    repeat = np.r_[False, c[1:] == c[:-1]] if len(c) else np.zeros(0, bool)
+    return (t - np.r_[0, t[:-1]])[repeat] / 1000.0 if len(c) else np.zeros(0)
+
+
+def duplicate_delays(trace: Trace) -> pd.DataFrame:
+    """Every duplicate message's kind and delay after its original's arrival (seconds)."""
+    if not trace.has_truth:
+        raise ValueError("duplicate delays need ground truth")
+    f = trace.frame
+    dup = f["kind"] != "original"
+    return pd.DataFrame({
+        "kind": f.loc[dup, "kind"].cat.remove_unused_categories(),
+        "delay_s": (f.loc[dup, "arrival_ms"] - f.loc[dup, "original_arrival_ms"]) / 1000.0,
+    }).reset_index(drop=True)
+
+
+#: A conversationId-only key, as the tutorial uses: every event of a conversation collides.
+CONVERSATION_ID_KEY = "business:detail.eventBody.conversationId"
+#: The key strategies the workbench compares, by label.
+STANDARD_KEYS: dict[str, str] = {
+    "envelope-id": "envelope-id",
+    "auto": "auto",
+    "conversationId": CONVERSATION_ID_KEY,
+}
+
+
+__all__ = [
+    "CONVERSATION_ID_KEY",
+    "DEFAULT_WINDOWS_S",
+    "OUTCOMES",
+    "STANDARD_KEYS",
+    "STORE_BYTES_PER_KEY",
+    "Recommendation",
+    "Replay",
+    "SweepEngine",
+    "compare_strategies",
+    "duplicate_delays",
+    "meets",
+    "outcomes",
+    "recommend",
+    "repeat_gaps",
+    "repeat_structure",
+    "replay",
+    "sweep",
+]

@@ -1,0 +1,350 @@
+"""The vectorised trace generator: logical events first, then the duplicate processes.
+
+Everything is built a column at a time with numpy (no per-event Python), so a
+trace of millions of events is generated in seconds; envelopes are rendered
+only when asked for (:mod:`dedup.traces.render`).
+
+1. Contact-centre activity: Genesys conversations (voice with transcription,
+   chat) as topic sequences with realistic gaps, audit and presence events,
+   NICE contacts as state sequences, all arriving with a daily profile.
+2. Publishing: each logical event is published once (plus producer
+   re-publishes) and each published envelope is delivered once (plus SQS
+   redeliveries); rare late copies arrive minutes to a day later.
+3. The first ``n_events`` arrivals form the trace, in arrival order, with the
+   ground truth of every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dedup.traces.catalogue import (
+    AUDIT_ENTITIES,
+    EVENT_NAMES,
+    KINDS,
+    MEDIA,
+    NICE_STATES,
+    PLATFORMS,
+    Event,
+)
+from dedup.traces.config import TraceConfig
+
+_DAY_MS = 86_400_000.0
+_HOUR_MS = 3_600_000.0
+_VOICE, _CHAT, _NO_MEDIA = MEDIA.index("voice"), MEDIA.index("chat"), MEDIA.index("none")
+_ORIGINAL, _DELIVERY, _PUBLISH, _LATE = range(4)
+_MAX_REDELIVERIES = 5
+# Medians (s) and log-normal sigmas of the durations that space a conversation's events.
+_TALK_VOICE_S, _TALK_CHAT_S, _TALK_SIGMA = 240.0, 480.0, 0.7
+_PUBLISH_LATENCY_MS, _DELIVERY_LATENCY_MS = 300.0, 120.0
+
+#: Column order and dtypes of a generated trace frame (documented in data/README.md).
+FRAME_COLUMNS = (
+    "arrival_ms", "logical_id", "kind", "original_arrival_ms", "publish_no", "envelope_time_ms",
+    "platform", "event", "media", "entity", "participant", "item", "event_time_ms",
+)  # fmt: skip
+
+
+@dataclass
+class _Events:
+    """Logical events as columns (one row per distinct event)."""
+
+    event: np.ndarray
+    entity: np.ndarray
+    participant: np.ndarray
+    item: np.ndarray
+    media: np.ndarray
+    time_ms: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[_Events]) -> _Events:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+
+    def __len__(self) -> int:
+        return len(self.event)
+
+
+def generate_frame(config: TraceConfig) -> pd.DataFrame:
+    """The trace frame of ``config``: ``n_events`` rows in arrival order with ground truth."""
+    n = config.n_events
+    days = n * 1.05 / max(_expected_rows_per_day(config), 1.0)
+    while True:
+        rng = np.random.default_rng([config.seed, n])
+        events = _activity(rng, config, days)
+        rows = _publish_and_deliver(rng, config, events)
+        if len(rows["arrival"]) >= n:
+            return _frame(rows, events, n)
+        days *= 1.25 * n / max(len(rows["arrival"]), 1)  # a short draw: cover more time
+
+
+def _expected_rows_per_day(cfg: TraceConfig) -> float:
+    """Roughly how many messages a day of ``cfg`` produces, to size the first draw."""
+    ab = cfg.abandon_p
+    talk_mean_s = _TALK_VOICE_S * np.exp(_TALK_SIGMA**2 / 2)
+    per_conversation = 6 + (1 - ab) * 3 + cfg.attribute_updates_mean
+    per_conversation += cfg.voice_share * (1 - ab) * talk_mean_s / cfg.utterance_gap_s
+    per_contact = 3 + ab * 2 + (1 - ab) * 6
+    nice = {"genesys": 0.0, "nice": 1.0, "mixed": cfg.nice_share}[cfg.source]
+    rate = cfg.conversations_per_day * ((1 - nice) * per_conversation + nice * per_contact)
+    if cfg.source != "nice":
+        rate += cfg.audits_per_day + cfg.presence_changes_per_day
+    d = cfg.duplicates
+    copies = (1 + d.publish_p / (1 - d.publish_p)) * (1 + d.delivery_p / (1 - d.delivery_p)) + d.late_p
+    return rate * copies
+
+
+# ---- 1. activity -------------------------------------------------------------
+
+
+def _activity(rng: np.random.Generator, cfg: TraceConfig, days: float) -> _Events:
+    start_ms = cfg.start_s * 1000.0
+    nice = {"genesys": 0.0, "nice": 1.0, "mixed": cfg.nice_share}[cfg.source]
+    parts = []
+    if nice < 1.0:
+        count = rng.poisson(cfg.conversations_per_day * (1 - nice) * days)
+        parts.append(_conversations(rng, cfg, _arrivals(rng, count, days, start_ms, cfg.profile)))
+        for event, per_day, pool in (
+            (Event.AUDIT, cfg.audits_per_day, AUDIT_ENTITIES),
+            (Event.PRESENCE, cfg.presence_changes_per_day, cfg.agents),
+        ):
+            k = rng.poisson(per_day * days)
+            parts.append(_Events(
+                np.full(k, event, np.int8), rng.integers(0, pool, k), np.full(k, -1), np.arange(k),
+                np.full(k, _NO_MEDIA, np.int8), _arrivals(rng, k, days, start_ms, cfg.profile),
+            ))
+    if nice > 0.0:
+        count = rng.poisson(cfg.conversations_per_day * nice * days)
+        parts.append(_contacts(rng, cfg, _arrivals(rng, count, days, start_ms, cfg.profile)))
+    events = _Events.concat(parts)
+    events.time_ms = _distinct_times(events, np.floor(events.time_ms).astype(np.int64))
+    return events
+
+
+def _arrivals(rng: np.random.Generator, count: int, days: float, start_ms: float,
+              profile: tuple[float, ...]) -> np.ndarray:
+    """``count`` times in ``[start, start + days)`` drawn from the hourly profile (epoch ms)."""
+    hours = int(np.ceil(days * 24)) + 1
+    hour_of_day = (int(start_ms // _HOUR_MS) + np.arange(hours)) % 24
+    weights = np.asarray(profile, dtype=float)[hour_of_day]
+    knots_ms = start_ms + np.arange(hours + 1) * _HOUR_MS
+    cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+    cap = np.interp(start_ms + days * _DAY_MS, knots_ms, cumulative)
+    return np.interp(np.sort(rng.uniform(0.0, cap, count)), cumulative, knots_ms)
+
+
+def _lognormal(rng: np.random.Generator, median: np.ndarray | float, sigma: float, size: int) -> np.ndarray:
+    return median * np.exp(sigma * rng.standard_normal(size))
+
+
+def _conversations(rng: np.random.Generator, cfg: TraceConfig, start_ms: np.ndarray) -> _Events:
+    """Genesys conversations: detail topics, participant-data updates and voice transcription."""
+    n = len(start_ms)
+    conv = np.arange(n)
+    voice = rng.random(n) < cfg.voice_share
+    answered = rng.random(n) >= cfg.abandon_p
+    ivr = np.maximum(_lognormal(rng, np.where(voice, 35.0, 8.0), 0.5, n), 1.0) * 1000
+    wait = np.clip(_lognormal(rng, 40.0, 1.0, n), 1.0, 1800.0) * 1000
+    talk = np.clip(_lognormal(rng, np.where(voice, _TALK_VOICE_S, _TALK_CHAT_S), _TALK_SIGMA, n),
+                   10.0, 7200.0) * 1000
+    acw = np.clip(_lognormal(rng, 30.0, 0.6, n), 1.0, 900.0) * 1000
+    t_flow_start = start_ms + rng.uniform(50, 400, n)
+    t_flow_end = start_ms + ivr
+    t_acd_start = t_flow_end + rng.uniform(50, 300, n)
+    t_acd_end = t_acd_start + wait
+    t_user_start = t_acd_end + rng.uniform(200, 1500, n)
+    t_user_end = t_user_start + talk
+    t_customer_end = np.where(answered, t_user_end + rng.uniform(50, 1500, n),
+                              t_acd_end + rng.uniform(50, 500, n))
+    media = np.where(voice, _VOICE, _CHAT).astype(np.int8)
+    # (event, time, which conversations, participant role: 0 customer, 1 ACD, 2 agent)
+    fixed = [
+        (Event.CUSTOMER_START, start_ms, None, 0),
+        (Event.FLOW_START, t_flow_start, None, 0),
+        (Event.FLOW_END, t_flow_end, None, 0),
+        (Event.ACD_START, t_acd_start, None, 1),
+        (Event.ACD_END, t_acd_end, None, 1),
+        (Event.USER_START, t_user_start, answered, 2),
+        (Event.USER_END, t_user_end, answered, 2),
+        (Event.CUSTOMER_END, t_customer_end, None, 0),
+        (Event.ACW, t_user_end + acw, answered, 2),
+    ]
+    parts = []
+    for event, times, mask, role in fixed:
+        idx = conv if mask is None else conv[mask]
+        # An ACD end's item says how the wait ended: 0 answered, 1 abandoned.
+        item = (~answered[idx]).astype(np.int64) if event == Event.ACD_END else np.full(len(idx), -1)
+        parts.append(_Events(np.full(len(idx), event, np.int8), idx, idx * 4 + role, item,
+                             media[idx], times[idx]))
+    # Participant-data updates: same topic and participant, each with its own eventTime.
+    idx = np.repeat(conv, rng.poisson(cfg.attribute_updates_mean, n))
+    times = t_flow_start[idx] + rng.random(len(idx)) * (t_customer_end[idx] - t_flow_start[idx])
+    parts.append(_Events(np.full(len(idx), Event.ATTRIBUTES, np.int8), idx, idx * 4, np.arange(len(idx)),
+                         media[idx], times))
+    # Transcription utterances of answered voice calls, spread over the talk time.
+    per_call = np.where(voice & answered, rng.poisson(talk / 1000 / cfg.utterance_gap_s), 0)
+    idx = np.repeat(conv, per_call)
+    times = t_user_start[idx] + rng.random(len(idx)) * talk[idx]
+    parts.append(_Events(np.full(len(idx), Event.TRANSCRIPTION, np.int8), idx, idx * 4,
+                         np.arange(len(idx)), media[idx], times))
+    return _Events.concat(parts)
+
+
+def _contacts(rng: np.random.Generator, cfg: TraceConfig, start_ms: np.ndarray) -> _Events:
+    """NICE CXone contacts: created, state changes (queue, active, holds, wrap-up), ended."""
+    n = len(start_ms)
+    contact = np.arange(n)
+    voice = rng.random(n) < cfg.voice_share
+    answered = rng.random(n) >= cfg.abandon_p
+    ivr = np.maximum(_lognormal(rng, np.where(voice, 25.0, 5.0), 0.5, n), 1.0) * 1000
+    wait = np.clip(_lognormal(rng, 40.0, 1.0, n), 1.0, 1800.0) * 1000
+    talk = np.clip(_lognormal(rng, np.where(voice, _TALK_VOICE_S, _TALK_CHAT_S), _TALK_SIGMA, n),
+                   10.0, 7200.0) * 1000
+    acw = np.clip(_lognormal(rng, 30.0, 0.6, n), 1.0, 900.0) * 1000
+    t_in_queue = start_ms + ivr
+    t_left_queue = t_in_queue + wait
+    t_active = t_left_queue + rng.uniform(300, 2000, n)
+    t_post = t_active + talk
+    t_ended = np.where(answered, t_post + acw, t_left_queue + rng.uniform(100, 1000, n))
+    media = np.where(voice, _VOICE, _CHAT).astype(np.int8)
+    state = {s: i for i, s in enumerate(NICE_STATES)}
+    fixed = [
+        (Event.CONTACT_CREATED, start_ms, None, -1),
+        (Event.CONTACT_STATE, start_ms + rng.uniform(100, 500, n), None, state["PreQueue"]),
+        (Event.CONTACT_STATE, t_in_queue, None, state["InQueue"]),
+        (Event.CONTACT_STATE, t_left_queue, ~answered, state["Abandoned"]),
+        (Event.AGENT_ASSIGNED, t_left_queue, answered, -1),
+        (Event.CONTACT_STATE, t_active, answered, state["Active"]),
+        (Event.CONTACT_STATE, t_post, answered, state["PostQueue"]),
+        (Event.CONTACT_ENDED, t_ended, None, -1),
+    ]
+    parts = []
+    for event, times, mask, item in fixed:
+        idx = contact if mask is None else contact[mask]
+        parts.append(_Events(np.full(len(idx), event, np.int8), idx, np.full(len(idx), -1),
+                             np.full(len(idx), item), media[idx], times[idx]))
+    # Holds: pairs of Hold / Active state changes at sorted random points of the talk time.
+    idx = np.repeat(contact, 2 * np.where(answered, rng.poisson(0.5, n), 0))
+    times = t_active[idx] + rng.random(len(idx)) * talk[idx]
+    order = np.lexsort((times, idx))
+    idx, times = idx[order], times[order]
+    first = np.r_[True, idx[1:] != idx[:-1]]
+    rank = np.arange(len(idx)) - np.maximum.accumulate(np.where(first, np.arange(len(idx)), 0))
+    items = np.where(rank % 2 == 0, state["Hold"], state["Active"])
+    parts.append(_Events(np.full(len(idx), Event.CONTACT_STATE, np.int8), idx, np.full(len(idx), -1),
+                         items, media[idx], times))
+    return _Events.concat(parts)
+
+
+def _distinct_times(events: _Events, time_ms: np.ndarray) -> np.ndarray:
+    """Make events that share type, entity and participant differ in time (>= 1 ms apart).
+
+    Two state updates of one participant or contact are distinct events with
+    their own timestamps; drawing times independently could put two in the
+    same millisecond, which no platform emits and no time-based key separates.
+    """
+    order = np.lexsort((time_ms, events.participant, events.entity, events.event))
+    t = time_ms[order]
+    ev, en, pa = events.event[order], events.entity[order], events.participant[order]
+    first = np.r_[True, (ev[1:] != ev[:-1]) | (en[1:] != en[:-1]) | (pa[1:] != pa[:-1])]
+    group = np.cumsum(first) - 1
+    rank = np.arange(len(t)) - np.flatnonzero(first)[group]
+    shifted = t - rank
+    span = int(shifted.max() - shifted.min() + 1) if len(t) else 1
+    running = np.maximum.accumulate(shifted + group * span) - group * span
+    out = np.empty_like(time_ms)
+    out[order] = running + rank
+    return out
+
+
+# ---- 2. publishing and delivery ------------------------------------------------
+
+
+def _publish_and_deliver(
+    rng: np.random.Generator, cfg: TraceConfig, events: _Events
+) -> dict[str, np.ndarray]:
+    """Every delivered message: logical event, publish number, envelope time, arrival, kind (ms floats)."""
+    d = cfg.duplicates
+    n = len(events)
+    logical = np.arange(n)
+    published = events.time_ms + _lognormal(rng, _PUBLISH_LATENCY_MS, 0.7, n)
+    arrival0 = published + _lognormal(rng, _DELIVERY_LATENCY_MS, 0.6, n)
+
+    # Producer re-publishes: attempt a waits for the PutEvents timeout, then an
+    # exponential backoff with equal jitter, and gets a new envelope id and time.
+    retries = np.minimum(rng.geometric(1 - d.publish_p, n) - 1, d.max_publishes)
+    r_logical = np.repeat(logical, retries)
+    first = np.cumsum(retries) - retries
+    attempt = np.arange(len(r_logical)) - np.repeat(first, retries) + 1
+    backoff_ms = np.minimum(d.backoff_cap_s, d.backoff_base_s * 2.0 ** (attempt - 1)) * 1000
+    step_ms = d.publish_timeout_s * 1000 + backoff_ms * (0.5 + 0.5 * rng.random(len(attempt)))
+    cumulative = np.cumsum(step_ms)
+    before = np.repeat(np.r_[0.0, cumulative][first], retries)
+    r_published = published[r_logical] + cumulative - before
+    r_arrival = np.maximum(r_published + _lognormal(rng, _DELIVERY_LATENCY_MS, 0.6, len(r_logical)),
+                           arrival0[r_logical] + 1)
+
+    # SQS redeliveries of every published envelope after the visibility timeout.
+    e_logical = np.r_[logical, r_logical]
+    e_publish = np.r_[np.zeros(n, np.int64), attempt]
+    e_time = np.r_[published, r_published]
+    e_arrival = np.r_[arrival0, r_arrival]
+    redeliveries = np.minimum(rng.geometric(1 - d.delivery_p, len(e_logical)) - 1, _MAX_REDELIVERIES)
+    which = np.repeat(np.arange(len(e_logical)), redeliveries)
+    first = np.cumsum(redeliveries) - redeliveries
+    wait_ms = (d.visibility_timeout_s + d.redelivery_jitter_s * rng.random(len(which))) * 1000
+    cumulative = np.cumsum(wait_ms)
+    before = np.repeat(np.r_[0.0, cumulative][first], redeliveries)
+    d_arrival = e_arrival[which] + cumulative - before
+
+    # Late copies: EventBridge retrying the target (same envelope) or the
+    # platform re-sending after an outage (a new envelope), 1 min to 1 day later.
+    late = np.flatnonzero(rng.random(n) < d.late_p)
+    delay_ms = np.exp(rng.uniform(np.log(d.late_min_s), np.log(d.late_max_s), len(late))) * 1000
+    l_arrival = arrival0[late] + delay_ms
+    same = rng.random(len(late)) < d.late_same_envelope_share
+    l_publish = np.where(same, 0, retries[late] + 1)
+    l_time = np.where(same, published[late], l_arrival - _DELIVERY_LATENCY_MS)
+
+    return {
+        "logical": np.r_[e_logical, e_logical[which], late],
+        "publish": np.r_[e_publish, e_publish[which], l_publish],
+        "envelope_time": np.r_[e_time, e_time[which], l_time],
+        "arrival": np.r_[e_arrival, d_arrival, l_arrival],
+        "kind": np.r_[np.full(n, _ORIGINAL), np.full(len(r_logical), _PUBLISH),
+                      np.full(len(which), _DELIVERY), np.full(len(late), _LATE)].astype(np.int8),
+    }
+
+
+# ---- 3. the frame ------------------------------------------------------------------
+
+
+def _frame(rows: dict[str, np.ndarray], events: _Events, n: int) -> pd.DataFrame:
+    arrival = np.floor(rows["arrival"]).astype(np.int64)
+    order = np.argsort(arrival, kind="stable")[:n]
+    logical_old = rows["logical"][order]
+    kind = rows["kind"][order]
+    # Number logical events by their original's arrival (originals always arrive first).
+    renumber = np.full(len(events), -1, dtype=np.int64)
+    renumber[logical_old[kind == _ORIGINAL]] = np.arange(int((kind == _ORIGINAL).sum()))
+    original_arrival = np.zeros(len(events), dtype=np.int64)
+    is_original = rows["kind"] == _ORIGINAL
+    original_arrival[rows["logical"][is_original]] = arrival[is_original]
+    return pd.DataFrame({
+        "arrival_ms": arrival[order],
+        "logical_id": renumber[logical_old].astype(np.int32),
+        "kind": pd.Categorical.from_codes(kind, KINDS),
+        "original_arrival_ms": original_arrival[logical_old],
+        "publish_no": rows["publish"][order].astype(np.int8),
+        "envelope_time_ms": np.floor(rows["envelope_time"][order]).astype(np.int64),
+        "platform": pd.Categorical.from_codes(
+            (events.event[logical_old] >= Event.CONTACT_CREATED).astype(np.int8), PLATFORMS),
+        "event": pd.Categorical.from_codes(events.event[logical_old], EVENT_NAMES),
+        "media": pd.Categorical.from_codes(events.media[logical_old], MEDIA),
+        "entity": events.entity[logical_old].astype(np.int32),
+        "participant": events.participant[logical_old].astype(np.int32),
+        "item": events.item[logical_old].astype(np.int32),
+        "event_time_ms": events.time_ms[logical_old],
+    }, columns=list(FRAME_COLUMNS))
