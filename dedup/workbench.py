@@ -76,6 +76,35 @@ def headline(**numbers: Any) -> None:
     display({HEADLINE_MIME: dict(numbers), "text/plain": f"headline: {text}"}, raw=True)
 
 
+def controls(redraw: Callable[..., Any], **widgets: Any) -> Any:
+    """ipywidgets ``widgets`` above an output area that shows ``redraw(**values)`` after every change.
+
+    ``redraw`` returns a figure or a list of figures. The area starts empty: a
+    notebook draws its static figures for the default parameters itself, so that
+    they are there when it runs headless (papermill, nbmake), where nothing
+    changes a control; in JupyterLab, moving a control redraws below it.
+    """
+    import ipywidgets
+    from IPython.display import display
+
+    output = ipywidgets.Output()
+
+    def update(_change: Any = None) -> None:
+        import matplotlib.pyplot as plt
+
+        values = {name: widget.value for name, widget in widgets.items()}
+        with output:
+            output.clear_output(wait=True)
+            drawn = redraw(**values)
+            for fig in drawn if isinstance(drawn, list | tuple) else [drawn]:
+                display(fig)
+                plt.close(fig)
+
+    for widget in widgets.values():
+        widget.observe(update, names="value")
+    return ipywidgets.VBox([ipywidgets.HBox(list(widgets.values())), output])
+
+
 def headlines_of(notebook: Mapping[str, Any]) -> dict[str, Any]:
     """The headline numbers an executed notebook displayed, merged in cell order."""
     merged: dict[str, Any] = {}

@@ -104,3 +104,27 @@ def test_publish_saves_a_png_only_when_the_runner_says_where(tmp_path, monkeypat
     assert (tmp_path / "figs" / "04_window_tuning-caught_vs_window.png").stat().st_size > 0
     with pytest.raises(ConfigurationError, match="figure name"):
         publish(fig, "../escape")
+
+
+def test_controls_redraw_with_the_current_values_on_every_change():
+    import ipywidgets
+    import matplotlib.pyplot as plt
+
+    from dedup.workbench import controls
+
+    calls = []
+
+    def redraw(window_s, mode):
+        calls.append((window_s, mode))
+        fig, _ = plt.subplots()
+        return [fig]
+
+    window = ipywidgets.IntSlider(value=60, min=1, max=600)
+    mode = ipywidgets.Dropdown(options=["fixed", "sliding"], value="fixed")
+    box = controls(redraw, window_s=window, mode=mode)
+
+    assert calls == [], "nothing is drawn until a control moves (the static figures come first)"
+    window.value = 300
+    mode.value = "sliding"
+    assert calls == [(300, "fixed"), (300, "sliding")]
+    assert box.children[0].children == (window, mode)
