@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench lab lint chaos strip-notebooks venv clean
+.PHONY: run test bench lab lint chaos demo strip-notebooks venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "dedup needs Python 3.11+"'
@@ -26,6 +26,10 @@ test: $(STAMP)
 ## Benchmarks: side-by-side ratios against baselines, measured in one run.
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+## One command: embedded AWS, provision, 200 events + 50 injected duplicates, consume, reconcile.
+demo: $(STAMP)
+	$(PY) -m dedup demo
 
 ## Fault-injection run: many consumers, Redis outages, SIGKILLs.
 chaos: $(STAMP)
