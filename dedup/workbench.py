@@ -76,6 +76,21 @@ def headline(**numbers: Any) -> None:
     display({HEADLINE_MIME: dict(numbers), "text/plain": f"headline: {text}"}, raw=True)
 
 
+def mark_windows(fig: Any, windows_s: Mapping[str, float]) -> Any:
+    """Draw a labelled vertical line at each window (label -> seconds) on every axes of ``fig``.
+
+    For figures whose x axis is the window or a delay, e.g. to show your current
+    window next to the recommended one. Returns ``fig``.
+    """
+    styles = ("-", "--", ":", "-.")
+    for ax in fig.axes:
+        for i, (label, x_s) in enumerate(windows_s.items()):
+            ax.axvline(x_s, color="black", linestyle=styles[i % len(styles)], linewidth=1)
+            ax.annotate(label, xy=(x_s, 0), xycoords=("data", "axes fraction"), xytext=(-3, 4),
+                        textcoords="offset points", rotation=90, ha="right", va="bottom", fontsize="small")
+    return fig
+
+
 def controls(redraw: Callable[..., Any], **widgets: Any) -> Any:
     """ipywidgets ``widgets`` above an output area that shows ``redraw(**values)`` after every change.
 

@@ -128,3 +128,17 @@ def test_controls_redraw_with_the_current_values_on_every_change():
     mode.value = "sliding"
     assert calls == [(300, "fixed"), (300, "sliding")]
     assert box.children[0].children == (window, mode)
+
+
+def test_mark_windows_draws_one_labelled_line_per_window_on_every_axes():
+    from matplotlib.figure import Figure
+
+    from dedup.workbench import mark_windows
+
+    fig = Figure()
+    axes = fig.subplots(1, 2)
+    mark_windows(fig, {"your window": 300.0, "recommended": 3600.0})
+
+    for ax in axes:
+        assert [line.get_xdata()[0] for line in ax.lines] == [300.0, 3600.0]
+        assert [t.get_text() for t in ax.texts] == ["your window", "recommended"]
