@@ -17,12 +17,16 @@ Metrics (one row per window):
 ``messages``, ``unkeyed`` (no key: retried, then dead-lettered in production),
 ``processed`` (handler runs), ``suppressed`` (answered as duplicates),
 ``peak_live_keys`` and ``mean_live_keys`` (records live in the store, sampled
-after each message), ``peak_memory_bytes`` (peak live keys times the store's
-bytes per key). With ground truth also ``duplicates`` (messages that are not
-the original), ``caught`` (suppressed, and the event was already processed),
-``leaked`` (processed again: an event handled twice), ``false_drops``
-(suppressed although the event had not been processed: the key is too coarse)
-and ``caught_pct`` = caught / (caught + leaked).
+after each message), ``peak_memory_bytes`` and ``mean_memory_bytes`` (live keys
+times the store's bytes per key, :data:`STORE_BYTES_PER_KEY`).
+
+With ground truth also ``duplicates`` (messages that are not the original),
+``keyed_duplicates`` (those the strategy gives a key), ``caught`` (suppressed,
+and the event was already processed), ``leaked`` (processed again: an event
+handled twice), ``false_drops`` (suppressed although the event had not been
+processed: the key is too coarse) and ``caught_pct`` = caught / keyed
+duplicates. Unkeyed messages are neither caught nor leaked: they fail with
+MISSING_KEY and end in the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ DEFAULT_WINDOWS_S: tuple[float, ...] = tuple(
 PROCESSED, DUPLICATE, MISSING_KEY, OTHER = 0, 1, 2, 3
 OUTCOMES = ("processed", "duplicate", "missing_key", "other")
 _OUTCOME_CODE = {Outcome.PROCESSED: PROCESSED, Outcome.DUPLICATE: DUPLICATE, Outcome.MISSING_KEY: MISSING_KEY}
-TRUTH_METRICS = ("duplicates", "caught", "leaked", "false_drops", "caught_pct")
+TRUTH_METRICS = ("duplicates", "keyed_duplicates", "caught", "leaked", "false_drops", "caught_pct")
 
 
 def key_label(key: KeySpec) -> str:
@@ -170,6 +174,7 @@ def _replay_metrics(trace: Trace, outcomes: np.ndarray, live: np.ndarray | None)
     if trace.has_truth:
         done: set[int] = set()
         caught = leaked = false_drops = 0
+        duplicate = (trace.frame["kind"] != "original").to_numpy()
         for logical, outcome in zip(trace.frame["logical_id"].tolist(), outcomes.tolist(), strict=True):
             if outcome == PROCESSED:
                 leaked += logical in done
@@ -179,26 +184,29 @@ def _replay_metrics(trace: Trace, outcomes: np.ndarray, live: np.ndarray | None)
                     caught += 1
                 else:
                     false_drops += 1
+        keyed_duplicates = int((duplicate & (outcomes != MISSING_KEY)).sum())
         metrics.update(
-            duplicates=int((trace.frame["kind"] != "original").sum()),
+            duplicates=int(duplicate.sum()), keyed_duplicates=keyed_duplicates,
             caught=caught, leaked=leaked, false_drops=false_drops,
-            caught_pct=_pct(caught, leaked),
+            caught_pct=_pct(caught, keyed_duplicates),
         )
     metrics["peak_live_keys"] = int(live.max()) if live is not None else None
     metrics["mean_live_keys"] = int(live.sum()) / len(live) if live is not None else None
     return metrics
 
 
-def _pct(caught: int, leaked: int) -> float:
-    return 100.0 * caught / (caught + leaked) if caught + leaked else 100.0
+def _pct(caught: int, keyed_duplicates: int) -> float:
+    return 100.0 * caught / keyed_duplicates if keyed_duplicates else 100.0
 
 
 def _add_memory(metrics: dict[str, Any], memory_store: str) -> None:
     if memory_store not in STORE_BYTES_PER_KEY:
         known = ", ".join(STORE_BYTES_PER_KEY)
         raise ValueError(f"no bytes-per-key figure for store {memory_store!r} (known: {known})")
-    peak = metrics["peak_live_keys"]
-    metrics["peak_memory_bytes"] = peak * STORE_BYTES_PER_KEY[memory_store] if peak is not None else None
+    per_key = STORE_BYTES_PER_KEY[memory_store]
+    peak, mean = metrics["peak_live_keys"], metrics["mean_live_keys"]
+    metrics["peak_memory_bytes"] = peak * per_key if peak is not None else None
+    metrics["mean_memory_bytes"] = mean * per_key if mean is not None else None
 
 
 # ---- sweep ---------------------------------------------------------------------------
@@ -301,7 +309,9 @@ class SweepEngine:
         if not self.has_truth:
             return
         logical = trace.frame["logical_id"].to_numpy()
-        self.duplicates = int((trace.frame["kind"] != "original").sum())
+        duplicate = (trace.frame["kind"] != "original").to_numpy()
+        self.duplicates = int(duplicate.sum())
+        self.keyed_duplicates = int((duplicate & self.keyed).sum())
         order = np.argsort(logical, kind="stable")
         lg = logical[order]
         first = np.r_[True, lg[1:] != lg[:-1]] if len(lg) else np.zeros(0, bool)
@@ -378,8 +388,9 @@ class SweepEngine:
         caught = int((suppressed[rows] & seen).sum())
         leaked = int((done & seen).sum())
         false_drops = int((suppressed[rows] & ~seen).sum() + (suppressed & self.single_logical).sum())
-        return {"duplicates": self.duplicates, "caught": caught, "leaked": leaked,
-                "false_drops": false_drops, "caught_pct": _pct(caught, leaked)}
+        return {"duplicates": self.duplicates, "keyed_duplicates": self.keyed_duplicates, "caught": caught,
+                "leaked": leaked, "false_drops": false_drops,
+                "caught_pct": _pct(caught, self.keyed_duplicates)}
 
 
 # ---- recommendation and comparison -------------------------------------------------------
@@ -405,9 +416,12 @@ class Recommendation:
         if not self.met:
             return f"{self.key} ({self.mode}): no window meets the target: {self.reason}"
         m = self.metrics or {}
-        return (f"{self.key} ({self.mode}): window {self.window_s:g} s catches {m['caught_pct']:.3f}% "
-                f"of duplicates with {m['false_drops']} false drops; peak {m['peak_live_keys']:,} live keys "
-                f"≈ {m['peak_memory_bytes'] / 1e6:.2f} MB")
+        text = (f"{self.key} ({self.mode}): window {self.window_s:g} s catches {m['caught_pct']:.3f}% "
+                f"of keyed duplicates with {m['false_drops']} false drops; peak {m['peak_live_keys']:,} "
+                f"live keys ≈ {m['peak_memory_bytes'] / 1e6:.2f} MB")
+        if m["unkeyed"]:
+            text += f"; {m['unkeyed']:,} messages have no key (MISSING_KEY, dead-lettered)"
+        return text
 
 
 def meets(frame: pd.DataFrame, target_caught_pct: float, max_false_drops: int) -> pd.Series:
