@@ -8,6 +8,7 @@ that cannot start fails the tests instead of skipping them.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -61,12 +62,17 @@ def redis_cluster() -> Iterator[LocalRedisCluster]:
 
 @pytest.fixture
 def cluster_store_factory(redis_cluster: LocalRedisCluster) -> Iterator[Callable[[Clock], WindowStore]]:
-    """``factory(clock) -> RedisStore`` over the session cluster, emptied before the test."""
+    """``factory(clock) -> RedisStore`` over the session cluster, emptied before the test.
+
+    Each store gets its own prefix, so the stores made in one test are apart, as
+    fresh stores are (consumers sharing a window share one store's prefix).
+    """
     flush_cluster(redis_cluster)
+    prefixes = (f"t{n}:" for n in itertools.count())
     stores: list[WindowStore] = []
 
     def factory(clock: Clock) -> WindowStore:
-        store = RedisStore(redis_cluster.url, clock=clock)
+        store = RedisStore(redis_cluster.url, clock=clock, prefix=next(prefixes))
         stores.append(store)
         return store
 

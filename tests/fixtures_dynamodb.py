@@ -9,6 +9,7 @@ outlives its test); ``dynamodb_store_factory`` builds stores on that table.
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -69,11 +70,16 @@ def dynamodb_table(dynamodb_client: Any) -> Iterator[str]:
 @pytest.fixture
 def dynamodb_store_factory(dynamodb_client: Any, dynamodb_table: str
                            ) -> Iterator[Callable[[Clock], WindowStore]]:
-    """``factory(clock) -> DynamoDBStore``; the stores of one test share its fresh table."""
+    """``factory(clock) -> DynamoDBStore`` on the test's fresh table.
+
+    Each store gets its own prefix, so the stores made in one test are apart, as
+    fresh stores are (consumers sharing a window share one store's prefix).
+    """
+    prefixes = (f"t{n}:" for n in itertools.count())
     stores: list[WindowStore] = []
 
     def factory(clock: Clock) -> WindowStore:
-        store = DynamoDBStore(dynamodb_client, dynamodb_table, clock=clock)
+        store = DynamoDBStore(dynamodb_client, dynamodb_table, clock=clock, prefix=next(prefixes))
         stores.append(store)
         return store
 

@@ -1,8 +1,11 @@
-"""A window store on Redis (or anything speaking its protocol: fakeredis, ElastiCache).
+"""A window store on Redis or Redis Cluster (or anything speaking their protocol: fakeredis,
+ElastiCache with or without cluster mode).
 
 Each phase of a batch (claim, complete, release) is one Lua script call, so a
 batch of ten SQS messages costs one round trip per phase, and each key's
-check-and-set is atomic. A record is one string value:
+check-and-set is atomic. On a cluster a script may only touch one hash slot, so
+a phase is one script call per slot, pipelined: one round trip per node. A
+record is one string value:
 
 * ``I<deadline_ms>,<token>,<fingerprint>`` while a consumer holds the lease;
 * ``D<deadline_ms>,<fingerprint>`` once completed.

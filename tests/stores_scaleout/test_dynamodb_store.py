@@ -12,6 +12,7 @@ import uuid
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 from hypothesis import HealthCheck, given, settings
 from scaleout_ops import STEPS, replay_ops, run_race
@@ -57,17 +58,18 @@ def test_when_a_batch_runs_the_lifecycle_then_every_phase_decides_per_key(dynamo
 
 def test_when_a_lease_runs_out_then_another_consumer_takes_the_record_over(
         dynamodb_store_factory, dynamodb_client, dynamodb_table, clock):
-    first, second = dynamodb_store_factory(clock), dynamodb_store_factory(clock)
-    [held] = first.claim(["evt"], lease_s=10)
-    clock.advance(10)
-    assert item(dynamodb_client, dynamodb_table, first, "evt")["state"]["S"] == "I"  # expired, not deleted
+    first = dynamodb_store_factory(clock)
+    with DynamoDBStore(dynamodb_client, dynamodb_table, clock=clock, prefix=first.prefix) as second:
+        [held] = first.claim(["evt"], lease_s=10)
+        clock.advance(10)
+        assert item(dynamodb_client, dynamodb_table, first, "evt")["state"]["S"] == "I"  # expired, kept
 
-    [taken] = second.claim(["evt"], lease_s=10)
-    assert taken.status is CLAIMED
-    assert first.complete([held], window_s=60) == [False]  # the new holder decides
-    assert first.release([held]) == [False]
-    assert second.complete([taken], window_s=60) == [True]
-    assert first.claim(["evt"], lease_s=10)[0].status is DUPLICATE
+        [taken] = second.claim(["evt"], lease_s=10)
+        assert taken.status is CLAIMED
+        assert first.complete([held], window_s=60) == [False]  # the new holder decides
+        assert first.release([held]) == [False]
+        assert second.complete([taken], window_s=60) == [True]
+        assert first.claim(["evt"], lease_s=10)[0].status is DUPLICATE
 
 
 def test_when_a_completed_record_expires_then_it_is_claimed_again_though_still_stored(
@@ -192,3 +194,23 @@ def test_when_processes_race_for_the_same_keys_then_each_key_is_claimed_once(dyn
     assert sorted(everything) == sorted(keys)  # each key claimed by exactly one process
     assert all(seen["claimed"] + seen["duplicate"] + seen["in_flight"] == len(keys) for seen in race.seen)
     assert all(seen["duplicate"] + seen["in_flight"] > 0 for seen in race.seen)  # they did contend
+
+
+def test_when_part_of_a_claim_fails_then_the_claims_granted_are_undone(dynamodb_aws, dynamodb_table, clock):
+    client = dynamodb_aws.client("dynamodb")  # its own client: the fault hook stays in this test
+    store = DynamoDBStore(client, dynamodb_table, clock=clock)
+    victim = store.storage_key("evt-3")
+
+    def unreachable_for_victim(params, **_):
+        if params.get("Item", {}).get("pk", {}).get("S") == victim:
+            raise EndpointConnectionError(endpoint_url=dynamodb_aws.endpoint_url)
+
+    client.meta.events.register("provide-client-params.dynamodb.PutItem", unreachable_for_victim)
+    keys = [f"evt-{i}" for i in range(6)]
+    with pytest.raises(StoreUnavailableError, match="Could not connect"):
+        store.claim(keys, lease_s=30)
+
+    assert [item(client, dynamodb_table, store, k) for k in keys] == [None] * 6
+    client.meta.events.unregister("provide-client-params.dynamodb.PutItem", unreachable_for_victim)
+    assert [c.status for c in store.claim(keys, lease_s=30)] == [CLAIMED] * 6
+    store.close()

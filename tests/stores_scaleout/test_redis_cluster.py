@@ -131,6 +131,27 @@ def test_when_nodes_lost_their_scripts_then_claims_still_run(redis_cluster, clus
     assert [c.status for c in store.claim(["new"], lease_s=30)] == [CLAIMED]
 
 
+def test_when_a_slot_moves_under_the_client_then_the_scripts_follow_it(redis_cluster, cluster_store_factory,
+                                                                      clock):
+    store = cluster_store_factory(clock)
+    store.claim(["warm"], lease_s=30)  # the client has cached the slot table
+    skey = store.storage_key("evt")
+    source = node_of(redis_cluster, store, "evt")
+    target = (source + 1) % 3
+    with redis.Redis(port=redis_cluster.nodes[target].port) as client:
+        target_id = client.cluster("MYID")
+    for index in (target, *(i for i in range(3) if i != target)):  # an empty slot changes owner
+        with redis.Redis(port=redis_cluster.nodes[index].port) as client:
+            client.execute_command("CLUSTER SETSLOT", store.client.keyslot(skey), "NODE", target_id)
+
+    claims = store.claim(["evt"], lease_s=30)  # sent to the old owner, which answers MOVED
+    assert [c.status for c in claims] == [CLAIMED]
+    assert store.complete(claims, window_s=60) == [True]
+    assert [c.status for c in store.claim(["evt"], lease_s=30)] == [DUPLICATE]
+    with redis.Redis(port=redis_cluster.nodes[target].port) as client:
+        assert client.exists(skey) == 1
+
+
 def test_when_opened_from_a_cluster_url_then_it_is_a_cluster_store(redis_cluster, clock):
     with open_store(redis_cluster.url, clock=clock, prefix=f"{uuid.uuid4().hex}:") as store:
         assert isinstance(store, RedisStore) and store.cluster
