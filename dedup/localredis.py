@@ -1,9 +1,10 @@
-"""Start and stop a throwaway local ``redis-server`` on a free loopback port.
+"""Start and stop a throwaway local ``redis-server`` (or a Redis Cluster of them) on free loopback ports.
 
 Used by the test session, the benchmarks, the chaos run and the production
 notebook, so that "real Redis" always means a server this process started and
 owns: never a server already listening on the machine (which may hold someone
-else's data). Needs the ``redis-server`` binary (Debian package ``redis-server``).
+else's data). Needs the ``redis-server`` binary (Debian package ``redis-server``), and
+``redis-cli`` for a cluster (``redis-tools``).
 """
 
 from __future__ import annotations

@@ -141,6 +141,10 @@ class RedisStore(WindowStore):
     marked down) raises :class:`~dedup.errors.StoreUnavailableError`: nothing
     is decided. A claim that reached only some nodes releases what it claimed
     on them first, so no key is left held by a batch that was never decided.
+    A cluster client built from a URL does not retry (see ``_client_from_url``):
+    a dead node fails a phase at once, a hung one after about (1 + its script
+    calls) x ``socket_timeout_s``. A client passed in keeps its own retry
+    settings, which multiply that stall.
     """
 
     name = "redis"
