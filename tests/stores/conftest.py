@@ -9,7 +9,7 @@ import pytest
 
 from dedup.stores import MemoryStore, RedisStore
 
-BACKENDS = ["memory", "fakeredis", "redis"]
+BACKENDS = ["memory", "fakeredis", "redis", "cluster", "dynamodb"]
 
 
 @pytest.fixture(params=BACKENDS)
