@@ -178,8 +178,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     table = analysis.repeat_structure(trace, keys, progress=_show_progress(len(trace)))
     print(f"{args.file}: {len(trace):,} messages"
           + (f", {len(trace.rejected)} lines rejected" if trace.rejected else ""))
-    for lineno, reason in trace.rejected[:10]:
-        print(f"  line {lineno}: {reason}")
+    for where, reason in trace.rejected[:10]:
+        print(f"  line {where}: {reason}")
     print()
     print("Key repeats (a message whose key was seen before; gaps between consecutive sightings):")
     print(_repeat_table(table))

@@ -2,16 +2,17 @@
 
 Bring your own trace: :func:`read_jsonl` also accepts what an SQS dump holds,
 a line per received message: a Lambda SQS record (``body``), a boto3
-``receive_message`` message (``Body``), a Lambda batch (``Records``), or a
-message body as a JSON string. A line that is none of these is rejected with
-its line number and the reason (``errors="raise"``, the default), or set aside
-in ``Trace.rejected`` (``errors="collect"``); none is dropped silently.
+``receive_message`` message (``Body``), a Lambda batch (``Records``, each
+record on its own), or a message body as a JSON string. A message that is
+none of these is rejected with its line (and record) number and the reason
+(``errors="raise"``, the default), or set aside in ``Trace.rejected``
+(``errors="collect"``); none is dropped silently.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,22 +71,36 @@ def read_jsonl(path: str | Path, *, errors: Errors = "raise", truth: bool | None
     stamps: list[float] = []
     message_ids: list[str | None] = []
     receive_counts: list[int] = []
-    rejected: list[tuple[int, str]] = []
+    rejected: list[tuple[str, str]] = []
+
+    def reject(where: str, reason: str) -> None:
+        if errors == "raise":
+            raise BadMessageError(f"{path.name}:{where}", reason)
+        rejected.append((where, reason))
+
     with path.open(encoding="utf-8") as lines:
         for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                for envelope, stamp, message_id, count in _messages(json.loads(line)):
-                    envelopes.append(envelope)
-                    stamps.append(stamp)
-                    message_ids.append(message_id)
-                    receive_counts.append(count)
-            except (ValueError, TypeError) as exc:
-                reason = f"JSON error: {exc}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-                if errors == "raise":
-                    raise BadMessageError(f"{path.name}:{lineno}", reason) from None
-                rejected.append((lineno, reason))
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                reject(str(lineno), f"JSON error: {exc}")
+                continue
+            if isinstance(obj, Mapping) and isinstance(obj.get("Records"), list):  # a Lambda batch
+                items = [(f"{lineno} record {k}", r) for k, r in enumerate(obj["Records"], start=1)]
+            else:
+                items = [(str(lineno), obj)]
+            for where, item in items:
+                try:
+                    envelope, stamp, message_id, count = _message(item)
+                except ValueError as exc:
+                    reject(where, str(exc))
+                    continue
+                envelopes.append(envelope)
+                stamps.append(stamp)
+                message_ids.append(message_id)
+                receive_counts.append(count)
     sidecar = truth_path(path)
     if truth or (truth is None and sidecar.exists()):
         frame = _read_truth(sidecar, len(envelopes))
@@ -99,35 +114,34 @@ def read_jsonl(path: str | Path, *, errors: Errors = "raise", truth: bool | None
     return Trace(frame, envelopes=envelopes, rejected=rejected)
 
 
-def _messages(obj: Any) -> Iterator[tuple[dict[str, Any], float, str | None, int]]:
-    """The envelopes one line carries, each with its time (epoch ms), SQS message id and receive count."""
+def _message(obj: Any) -> tuple[dict[str, Any], float, str | None, int]:
+    """The envelope one message carries, with its time (epoch ms), SQS message id and receive count."""
     if isinstance(obj, str):  # a message body, itself JSON text
-        yield from _messages(json.loads(obj))
-        return
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"a line must hold a JSON object, not a {type(obj).__name__}")
-    if isinstance(obj.get("Records"), list):  # a Lambda batch
-        for record in obj["Records"]:
-            yield from _messages(record)
-        return
-    body_field = "body" if "body" in obj else "Body" if "Body" in obj else None
-    if body_field is not None:  # an SQS message: Lambda record or boto3 receive_message
-        attributes = obj.get("attributes") or obj.get("Attributes") or {}
-        body = obj[body_field]
-        if not isinstance(body, str):
-            raise ValueError(f"SQS {body_field} must be a JSON string, not a {type(body).__name__}")
         try:
-            envelope = json.loads(body)
+            obj = json.loads(obj)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"SQS {body_field} is not JSON: {exc}") from None
-        _check_envelope(envelope)
-        sent = attributes.get("SentTimestamp")
-        stamp = float(sent) if sent is not None else _envelope_ms(envelope)
-        count = int(attributes.get("ApproximateReceiveCount", 0))
-        yield envelope, stamp, obj.get("messageId") or obj.get("MessageId"), count
-        return
-    _check_envelope(obj)
-    yield dict(obj), _envelope_ms(obj), None, 0
+            raise ValueError(f"a JSON string that is not JSON: {exc}") from None
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"a message must be a JSON object, not a {type(obj).__name__}")
+    body_field = "body" if "body" in obj else "Body" if "Body" in obj else None
+    if body_field is None:
+        _check_envelope(obj)
+        return dict(obj), _envelope_ms(obj), None, 0
+    # An SQS message: a Lambda record (body, attributes) or boto3's receive_message (Body, Attributes).
+    message_id = obj.get("messageId") or obj.get("MessageId")
+    where = f" (messageId {message_id})" if message_id else ""
+    body = obj[body_field]
+    if not isinstance(body, str):
+        raise ValueError(f"SQS {body_field}{where} must be a JSON string, not a {type(body).__name__}")
+    try:
+        envelope = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"SQS {body_field}{where} is not JSON: {exc}") from None
+    _check_envelope(envelope)
+    attributes = obj.get("attributes") or obj.get("Attributes") or {}
+    sent = attributes.get("SentTimestamp")
+    stamp = float(sent) if sent is not None else _envelope_ms(envelope)
+    return envelope, stamp, message_id, int(attributes.get("ApproximateReceiveCount", 0))
 
 
 def _check_envelope(obj: Any) -> None:

@@ -56,7 +56,7 @@ class Trace:
         *,
         config: TraceConfig | None = None,
         envelopes: Sequence[Mapping[str, Any]] | None = None,
-        rejected: Sequence[tuple[int, str]] = (),
+        rejected: Sequence[tuple[str, str]] = (),
     ) -> None:
         if (config is None) == (envelopes is None):
             raise ValueError("a trace is either generated (config) or loaded (envelopes)")
@@ -73,7 +73,7 @@ class Trace:
         self.frame = frame.reset_index(drop=True)
         self.config = config
         self._envelopes = list(envelopes) if envelopes is not None else None
-        #: Lines of a loaded file that were not envelopes: (line number, reason).
+        #: Messages of a loaded file that were not envelopes: (line, or "line record k"; reason).
         self.rejected = list(rejected)
         self._keys: dict[str, Keys] = {}
 
