@@ -56,10 +56,10 @@ KeySpec = KeyStrategy | str
 #: redis: a placeholder of ~90 B per key (value "D<deadline_ms>,<fingerprint>" under a
 #:   28-character storage key with a PX TTL), to be replaced by the figure measured with
 #:   `MEMORY USAGE` on real Redis 7 (the redis benchmarks).
-#: memory: measured with tracemalloc on CPython 3.11: 100k keys claimed and completed in a
-#:   MemoryStore (dict entry, record list, storage-key string, expiry-queue tuple) once their
-#:   lease-queue entries had expired, divided by 100k (≈ 316 B while those are still queued).
-STORE_BYTES_PER_KEY: dict[str, int] = {"redis": 90, "memory": 250}
+#: memory: measured with tracemalloc on CPython 3.11: 100k keys claimed and completed in batches
+#:   of 10 (an SQS receive) in a MemoryStore, once their lease-queue entries had expired, divided
+#:   by 100k: ≈ 138 B (≈ 162 B while the lease entries are still queued).
+STORE_BYTES_PER_KEY: dict[str, int] = {"redis": 90, "memory": 140}
 
 #: Windows swept by default: 1 s to 2 days, log-spaced, rounded to whole seconds.
 DEFAULT_WINDOWS_S: tuple[float, ...] = tuple(
@@ -418,10 +418,18 @@ class Recommendation:
         m = self.metrics or {}
         text = (f"{self.key} ({self.mode}): window {self.window_s:g} s catches {m['caught_pct']:.3f}% "
                 f"of keyed duplicates with {m['false_drops']} false drops; peak {m['peak_live_keys']:,} "
-                f"live keys ≈ {m['peak_memory_bytes'] / 1e6:.2f} MB")
+                f"live keys ≈ {format_bytes(m['peak_memory_bytes'])}")
         if m["unkeyed"]:
             text += f"; {m['unkeyed']:,} messages have no key (MISSING_KEY, dead-lettered)"
         return text
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in decimal units: ``950 B``, ``31.7 kB``, ``3.4 MB``."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
 
 
 def meets(frame: pd.DataFrame, target_caught_pct: float, max_false_drops: int) -> pd.Series:
@@ -590,6 +598,7 @@ __all__ = [
     "SweepEngine",
     "compare_strategies",
     "duplicate_delays",
+    "format_bytes",
     "meets",
     "outcomes",
     "recommend",

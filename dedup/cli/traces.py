@@ -220,6 +220,7 @@ def _trace_summary(trace: Any) -> str:
 def _sweep_table(sweeps: Any, windows_s: list[float], recs: list) -> str:
     import pandas as pd
 
+    from dedup.analysis import format_bytes
     from dedup.plots import duration_label
 
     recommended = pd.DataFrame([{**r.metrics, "note": "<- recommended"} for r in recs if r.met])
@@ -227,7 +228,7 @@ def _sweep_table(sweeps: Any, windows_s: list[float], recs: list) -> str:
     order = {k: i for i, k in enumerate(sweeps["key"].unique())}
     rows = rows.sort_values(["key", "window_s"], key=lambda c: c.map(order) if c.name == "key" else c)
     rows["window"] = rows["window_s"].map(duration_label)
-    rows["peak memory"] = rows["peak_memory_bytes"].map(_bytes)
+    rows["peak memory"] = rows["peak_memory_bytes"].map(format_bytes)
     columns = ["key", "window", "caught_pct", "caught", "leaked", "false_drops", "unkeyed",
                "peak_live_keys", "peak memory", "note"]
     return rows[columns].to_string(index=False, float_format=lambda x: f"{x:.3f}")
@@ -238,13 +239,6 @@ def _repeat_table(table: Any) -> str:
     for column in ("gap_p50_s", "gap_p90_s", "gap_p99_s", "gap_max_s"):
         shown[column] = shown[column].map(lambda s: "-" if s != s else f"{s:,.1f}")
     return shown.to_string(index=False, float_format=lambda x: f"{x:.2f}")
-
-
-def _bytes(n: float) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n:.0f} B"
 
 
 def _write_sweep_plots(directory: Path, trace: Any, sweeps: Any, recs: list, keys: list[str],

@@ -100,6 +100,7 @@ def _expected_rows_per_day(cfg: TraceConfig) -> float:
 
 
 def _activity(rng: np.random.Generator, cfg: TraceConfig, days: float) -> _Events:
+    """``days`` profile days of activity (see :func:`_arrivals`), as logical events."""
     start_ms = cfg.start_s * 1000.0
     nice = {"genesys": 0.0, "nice": 1.0, "mixed": cfg.nice_share}[cfg.source]
     parts = []
@@ -125,14 +126,17 @@ def _activity(rng: np.random.Generator, cfg: TraceConfig, days: float) -> _Event
 
 def _arrivals(rng: np.random.Generator, count: int, days: float, start_ms: float,
               profile: tuple[float, ...]) -> np.ndarray:
-    """``count`` times in ``[start, start + days)`` drawn from the hourly profile (epoch ms)."""
-    hours = int(np.ceil(days * 24)) + 1
+    """``count`` sorted times (epoch ms) from ``start`` spread over ``days`` days of the profile.
+
+    A profile day is a day's worth of traffic at the mean rate: every 24 hours
+    hold one, but an hour at the morning peak holds more of it than one at night.
+    """
+    hours = (int(np.ceil(days)) + 2) * 24
     hour_of_day = (int(start_ms // _HOUR_MS) + np.arange(hours)) % 24
-    weights = np.asarray(profile, dtype=float)[hour_of_day]
+    weights = np.asarray(profile, dtype=float)
     knots_ms = start_ms + np.arange(hours + 1) * _HOUR_MS
-    cumulative = np.concatenate([[0.0], np.cumsum(weights)])
-    cap = np.interp(start_ms + days * _DAY_MS, knots_ms, cumulative)
-    return np.interp(np.sort(rng.uniform(0.0, cap, count)), cumulative, knots_ms)
+    cumulative = np.concatenate([[0.0], np.cumsum(weights[hour_of_day] / weights.mean() / 24)])
+    return np.interp(np.sort(rng.uniform(0.0, days, count)), cumulative, knots_ms)
 
 
 def _lognormal(rng: np.random.Generator, median: np.ndarray | float, sigma: float, size: int) -> np.ndarray:
