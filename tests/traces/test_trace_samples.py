@@ -16,7 +16,7 @@ README = (DATA / "README.md").read_text()
 
 
 @pytest.mark.parametrize(("name", "source", "n"),
-                         [("genesys_sample", "genesys", 500), ("nice_sample", "nice", 300)])
+                         [("sample_genesys", "genesys", 500), ("sample_nice", "nice", 300)])
 def test_committed_jsonl_samples_are_reproducible(name, source, n):
     trace = generate(n_events=n, source=source, seed=1, cache=False)
     loaded = read_jsonl(DATA / f"{name}.jsonl")
@@ -27,7 +27,7 @@ def test_committed_jsonl_samples_are_reproducible(name, source, n):
 
 def test_committed_csv_sample_is_reproducible():
     trace = generate(n_events=300, source="mixed", seed=1, cache=False)
-    committed = pd.read_csv(DATA / "mixed_sample.csv")
+    committed = pd.read_csv(DATA / "sample_mixed.csv")
     expected = trace.table()
     assert list(committed.columns) == list(expected.columns)
     for column in ("arrival_ms", "logical_id", "envelope_id", "event_time_ms", "delay_s"):
@@ -36,8 +36,8 @@ def test_committed_csv_sample_is_reproducible():
 
 def test_readme_documents_every_column():
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", README, flags=re.MULTILINE))
-    table_columns = set(pd.read_csv(DATA / "mixed_sample.csv", nrows=1).columns)
-    truth_columns = set(pd.read_csv(DATA / "genesys_sample.truth.csv", nrows=1).columns)
+    table_columns = set(pd.read_csv(DATA / "sample_mixed.csv", nrows=1).columns)
+    truth_columns = set(pd.read_csv(DATA / "sample_genesys.truth.csv", nrows=1).columns)
     assert set(FRAME_COLUMNS) | table_columns | truth_columns <= documented
 
 
