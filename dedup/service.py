@@ -252,14 +252,18 @@ class Deduplicator:
             return None
 
     def _count(self, outcome: Outcome) -> None:
-        attr = {
-            Outcome.PROCESSED: "processed",
-            Outcome.DUPLICATE: "duplicates",
-            Outcome.IN_FLIGHT: "in_flight",
-            Outcome.FAILED: "failed",
-            Outcome.MISSING_KEY: "missing_key",
-        }[outcome]
+        attr = _COUNTER[outcome]
         setattr(self.stats, attr, getattr(self.stats, attr) + 1)
+
+
+# The Stats counter of each outcome (built once: hashing enum members is slow).
+_COUNTER = {
+    Outcome.PROCESSED: "processed",
+    Outcome.DUPLICATE: "duplicates",
+    Outcome.IN_FLIGHT: "in_flight",
+    Outcome.FAILED: "failed",
+    Outcome.MISSING_KEY: "missing_key",
+}
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
