@@ -37,9 +37,9 @@ _Queue = deque[tuple[int, tuple[str, ...]]]
 _LeaseQueue = deque[list]
 _HELD = 2  # index of ``held`` in a lease-queue entry
 
-# Outcomes without a fingerprint (no payload validation) are shared: they are immutable.
-_BLANK = {status: ClaimOutcome(status) for status in ClaimStatus}
 _CLAIMED, _DUPLICATE, _BUSY = ClaimStatus.CLAIMED, ClaimStatus.DUPLICATE, ClaimStatus.IN_FLIGHT
+# Outcomes without a fingerprint (no payload validation) are shared: they are immutable.
+_CLAIMED_BLANK, _DUPLICATE_BLANK, _BUSY_BLANK = (ClaimOutcome(s) for s in (_CLAIMED, _DUPLICATE, _BUSY))
 
 
 class MemoryStore(WindowStore):
@@ -95,15 +95,15 @@ class MemoryStore(WindowStore):
                         if slide_ms:
                             done[skey] = (slide_deadline, rec_fp) if rec_fp else slide_deadline
                             slid.append(skey)
-                        append(ClaimOutcome(_DUPLICATE, rec_fp) if rec_fp else _BLANK[_DUPLICATE])
+                        append(ClaimOutcome(_DUPLICATE, rec_fp) if rec_fp else _DUPLICATE_BLANK)
                         continue
                 lease = leases.get(skey)
                 if lease is not None and lease[0] > now_ms:
-                    append(ClaimOutcome(_BUSY, lease[2]) if lease[2] else _BLANK[_BUSY])
+                    append(ClaimOutcome(_BUSY, lease[2]) if lease[2] else _BUSY_BLANK)
                     continue
                 leases[skey] = (lease_deadline, token, fp, entry)
                 claimed.append(skey)
-                append(ClaimOutcome(_CLAIMED, fp) if fp else _BLANK[_CLAIMED])
+                append(ClaimOutcome(_CLAIMED, fp) if fp else _CLAIMED_BLANK)
             if claimed:
                 entry[1], entry[_HELD] = tuple(claimed), len(claimed)
                 _queue(self._lease_queues, lease_ms).append(entry)
