@@ -12,6 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from dedup import analysis
+from dedup.traces import generate
 from dedup.workbench import NotebookRun, run_notebooks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,13 +39,21 @@ def secrets_in(notebook: nbformat.NotebookNode) -> list[str]:
             for m in pattern.finditer(text)]
 
 
+AWS_PARAMETERS = {"n_events": 8, "publish_retries": 2, "delivery_duplicates": 1, "source": "nice",
+                  "cache": "fakeredis", "n_failing": 2, "seed": 11}
+TUNING_PARAMETERS = {"trace": "nice", "n_events": 20_000, "seed": 4, "mode": "sliding", "window_s": 60}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, NotebookRun]:
+    """02 and 03 with small volumes on fakeredis, and 04 on a NICE trace, each as the runner executes them."""
     out = tmp_path_factory.mktemp("workbench")
-    parameters = {"n_events": 8, "publish_retries": 2, "delivery_duplicates": 1, "source": "nice",
-                  "cache": "fakeredis", "n_failing": 2, "seed": 11}
-    executed = run_notebooks(ROOT / "notebooks", out, only=["02", "03"], parameters=parameters,
-                             echo=lambda line: None)
+    executed = [
+        *run_notebooks(ROOT / "notebooks", out, only=["02", "03"], parameters=AWS_PARAMETERS,
+                       echo=lambda line: None),
+        *run_notebooks(ROOT / "notebooks", out, only=["04"], parameters=TUNING_PARAMETERS,
+                       echo=lambda line: None),
+    ]
     return {run.notebook.split("_")[0]: run for run in executed}
 
 
@@ -66,9 +76,22 @@ def test_consuming_notebook_used_the_injected_store_and_volumes(runs):
     assert run.figures and run.figures[0].name == "03_consuming-lifecycle_failing_handler.png"
 
 
+def test_window_tuning_notebook_analysed_the_injected_trace_mode_and_window(runs):
+    run = runs["04"]
+    assert run.ok, run.error
+    trace = generate(n_events=TUNING_PARAMETERS["n_events"], source="nice", seed=TUNING_PARAMETERS["seed"])
+    at_window = analysis.sweep(trace, "auto", [TUNING_PARAMETERS["window_s"]], "sliding").iloc[0]
+    recommended = analysis.recommend(trace, "auto", mode="sliding")
+    assert run.headline["your_window_caught_pct"] == round(float(at_window["caught_pct"]), 3)
+    assert run.headline["your_window_leaked"] == int(at_window["leaked"])
+    assert run.headline["recommended_window_s"] == recommended.window_s
+    assert {f.name for f in run.figures} == {"04_window_tuning-caught_and_leaked.png",
+                                             "04_window_tuning-memory.png"}
+
+
 @pytest.mark.aws
 def test_executed_notebooks_hold_no_aws_secrets(runs):
-    assert len(runs) == 2
+    assert len(runs) == 3
     for run in runs.values():
         assert secrets_in(nbformat.read(run.output, as_version=4)) == [], run.notebook
 
