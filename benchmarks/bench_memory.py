@@ -40,11 +40,11 @@ class Contender:
 
     name: str
     live_keys: int
-    step: Callable[[list], object]
+    step: Callable[[tuple], object]
     clock: ManualClock
-    batches: list[list]
+    batches: list[tuple]
     live: Callable[[], int]
-    fill_step: Callable[[list], object] | None = None
+    fill_step: Callable[[tuple], object] | None = None
     pos: int = 0
 
     def run(self, count: int) -> float:
@@ -70,18 +70,22 @@ class Contender:
             self.step = step
 
 
-def _batches(tag: str, count: int, *, events: bool = False) -> list[list]:
-    """``count`` batches of fresh keys (or ``{"id": key}`` envelopes), unique per tag."""
+def _batches(tag: str, count: int, *, events: bool = False) -> list[tuple]:
+    """``count`` batches of fresh keys (or ``{"id": key}`` envelopes), unique per tag.
+
+    Tuples of strings drop out of the garbage collector's tracking, so the key
+    pools of large contenders do not slow the others' collections.
+    """
     keys = [f"{tag}-{i:010d}" for i in range(count * BATCH)]
     items = [{"id": k} for k in keys] if events else keys
-    return [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
+    return [tuple(items[i:i + BATCH]) for i in range(0, len(items), BATCH)]
 
 
 def memory_store(live_keys: int, timed_batches: int) -> Contender:
     clock = ManualClock(0.0)
     store = MemoryStore(clock=clock)
 
-    def step(keys: list[str]) -> None:
+    def step(keys: tuple[str, ...]) -> None:
         store.complete(store.claim(keys, LEASE_S), WINDOW_S)
 
     return Contender(f"MemoryStore claim+complete @ {live_keys:,} live", live_keys, step, clock,
@@ -93,7 +97,7 @@ def deduplicator(live_keys: int, timed_batches: int) -> Contender:
     store = MemoryStore(clock=clock)
     dedup = Deduplicator(store, key="envelope-id", window_s=WINDOW_S, lease_s=LEASE_S)
 
-    def step(events: list[dict]) -> None:
+    def step(events: tuple[dict, ...]) -> None:
         dedup.process_batch(events, _noop)
 
     return Contender(f"Deduplicator.process_batch on MemoryStore @ {live_keys:,} live", live_keys, step,
@@ -114,7 +118,7 @@ def seen_set_hashed(live_keys: int, timed_batches: int) -> Contender:
     seen = SeenSet(WINDOW_S, clock)
     storage_key = MemoryStore().storage_key
 
-    def step(keys: list[str]) -> None:
+    def step(keys: tuple[str, ...]) -> None:
         seen.check_and_add([storage_key(k) for k in keys])
 
     return Contender(f"bare seen-set on storage keys (hashed as the store does) @ {live_keys:,} live",
@@ -126,11 +130,11 @@ def tutorial(live_keys: int, timed_batches: int) -> Contender:
     clock = ManualClock(0.0)
     cache = TutorialCache(WINDOW_S, clock)
 
-    def step(keys: list[str]) -> None:
+    def step(keys: tuple[str, ...]) -> None:
         for key in keys:
             cache.is_duplicate(key)
 
-    def fill_step(keys: list[str]) -> None:
+    def fill_step(keys: tuple[str, ...]) -> None:
         # Filling through is_duplicate would cost O(n^2); set() alone leaves the same state.
         for key in keys:
             cache.set(f"event:{key}", "1", nx=True, ex=WINDOW_S)
