@@ -69,7 +69,6 @@ DEFAULT_WINDOWS_S: tuple[float, ...] = tuple(
 PROCESSED, DUPLICATE, MISSING_KEY, OTHER = 0, 1, 2, 3
 OUTCOMES = ("processed", "duplicate", "missing_key", "other")
 _OUTCOME_CODE = {Outcome.PROCESSED: PROCESSED, Outcome.DUPLICATE: DUPLICATE, Outcome.MISSING_KEY: MISSING_KEY}
-TRUTH_METRICS = ("duplicates", "keyed_duplicates", "caught", "leaked", "false_drops", "caught_pct")
 
 
 def key_label(key: KeySpec) -> str:

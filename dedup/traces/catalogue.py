@@ -59,7 +59,6 @@ EVENT_NAMES: tuple[str, ...] = tuple(
     }[e]
     for e in Event
 )
-GENESYS_EVENTS = frozenset(e for e in Event if e < Event.CONTACT_CREATED)
 
 PLATFORMS: tuple[str, ...] = ("genesys", "nice")
 MEDIA: tuple[str, ...] = ("none", "voice", "chat")

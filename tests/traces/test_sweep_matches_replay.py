@@ -80,3 +80,13 @@ def test_sweep_equals_replay_on_any_tiny_trace(trace, window_ms, mode):
     replayed = replay(trace, key, window_s, mode)
     assert sweep(trace, key, [window_s], mode).iloc[0].to_dict() == replayed.metrics
     assert OUTCOMES[int(replayed.outcomes.max())] != "other"
+
+
+def test_the_head_of_a_trace_is_a_trace_with_consistent_truth():
+    trace = small_trace("mixed", 2, n_events=2500)
+    head = trace.head(700)
+    assert len(head) == 700 and list(head.envelopes()) == list(trace.envelopes(0, 700))
+    replayed = replay(head, "auto", 30.0)
+    assert sweep(head, "auto", [30.0]).iloc[0].to_dict() == replayed.metrics
+    names = replayed.outcome_names()
+    assert (names == "processed").sum() == replayed.metrics["processed"]
