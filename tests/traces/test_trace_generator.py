@@ -8,7 +8,7 @@ import pytest
 from conftest import small_trace
 
 from dedup.errors import ConfigurationError
-from dedup.keys import auto
+from dedup.keys import NoKey, auto, key_strategy
 from dedup.traces import (
     DEFAULT_START_S,
     Duplicates,
@@ -196,3 +196,18 @@ def test_large_traces_are_cached_and_read_back(tmp_path, monkeypatch):
     assert cache_path(config).exists() and cache_path(config).parent == tmp_path
     again = generate(config, cache=True)
     pd.testing.assert_frame_equal(first.frame, again.frame)
+
+
+def test_derived_keys_are_the_strategies_own_keys_for_every_message():
+    trace = small_trace("mixed", seed=12, n_events=3000)
+    strategies = ["auto", "envelope-id", "business:detail.eventBody.conversationId"]
+    derived = trace.keys(*strategies)
+    for envelope_no, envelope in enumerate(trace.envelopes()):
+        for spec, keys in zip(strategies, derived, strict=True):
+            try:
+                expected = key_strategy(spec).key_for(envelope)
+            except NoKey:
+                expected = None
+            assert keys.key(envelope_no) == expected
+    auto_keys = derived[0]
+    assert sum(auto_keys.unkeyed_reasons.values()) == auto_keys.unkeyed > 0
