@@ -166,7 +166,7 @@ def measure(contenders: list[Contender], timed_batches: dict[str, int], rounds: 
 
 def run(quick: bool) -> list[Comparison]:
     small, mid, large = (1_000, 10_000, 20_000) if quick else (1_000, 100_000, 1_000_000)
-    rounds = 3 if quick else 5
+    rounds = 3 if quick else 7
     # Batches per timed round: about 0.1-0.3 s each on a 2-core machine.
     store_n, bare_n = (1_500, 5_000) if quick else (8_000, 30_000)
     tut_small_n, tut_mid_n = (20, 1) if quick else (150, 1)
