@@ -1,0 +1,160 @@
+"""What a chaos run does (workload, faults, timing) and what each consumer process is told."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dedup.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+KILL_POINTS = ("after_claim", "mid_batch", "before_delete")
+"""Where a consumer process SIGKILLs itself:
+
+* ``after_claim``: the batch is claimed in the store, no handler has run;
+* ``mid_batch``: right after a handler's effect, before the batch is completed
+  (the one gap a dedup store cannot close: see :mod:`dedup.chaos`);
+* ``before_delete``: the batch is handled and completed, its messages not yet deleted.
+"""
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """A seeded fault-injection run; :meth:`small` gives a run of well under a minute.
+
+    Workload: ``events`` distinct logical events, plus ``publish_retry_rate`` x events
+    publish retries and ``delivery_duplicate_rate`` x events delivery duplicates, plus
+    ``poison_per_kind`` poison messages of each kind (not JSON; no dedup key; a handler
+    that always fails), published in waves of ``wave_size`` while ``consumers``
+    processes consume. ``transient`` events fail ``transient_failures`` times before
+    succeeding; ``slow`` events take ``slow_s`` (above the visibility timeout: the
+    heartbeat must cover them).
+
+    Faults: ``kills_after_claim`` / ``kills_mid_batch`` / ``kills_before_delete``
+    SIGKILLs (each at a claim / effect / delete call drawn from ``kill_at_calls``),
+    ``redis_restarts`` stops of the dedup Redis for ``outage_s`` each (its data is lost).
+
+    Timing: ``visibility_timeout_s`` of the queue; ``lease_s`` above a batch's longest
+    run; ``max_receive_count`` high enough that a message held by a killed consumer's
+    lease is reclaimed before it is dead-lettered; ``window_s`` longer than the run,
+    so every duplicate arrives within the window.
+    """
+
+    events: int = 2_000
+    consumers: int = 4
+    seed: int = 7
+    source: str = "mixed"
+    wave_size: int = 250
+    publish_retry_rate: float = 0.1
+    delivery_duplicate_rate: float = 0.1
+    poison_per_kind: int = 4
+    transient: int = 40
+    transient_failures: int = 1
+    slow: int = 8
+    slow_s: float = 3.0
+    kills_after_claim: int = 3
+    kills_mid_batch: int = 0
+    kills_before_delete: int = 3
+    kill_at_calls: tuple[int, int] = (2, 12)
+    redis_restarts: int = 1
+    outage_s: float = 3.0
+    visibility_timeout_s: int = 2
+    lease_s: float = 10.0
+    window_s: float = 3_600.0
+    max_receive_count: int = 12
+    settle_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("events", "consumers", "wave_size", "visibility_timeout_s", "max_receive_count"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("poison_per_kind", "transient", "transient_failures", "slow", "kills_after_claim",
+                     "kills_mid_batch", "kills_before_delete", "redis_restarts"):
+            if getattr(self, name) < 0:
+                raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("publish_retry_rate", "delivery_duplicate_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigurationError(f"{name} must be within 0..1, got {getattr(self, name)}")
+        if self.transient + self.slow > self.events:
+            raise ConfigurationError("transient + slow events cannot exceed events")
+        low, high = self.kill_at_calls
+        if not 1 <= low <= high:
+            raise ConfigurationError(f"kill_at_calls must be (low, high) with 1 <= low <= high, got "
+                                     f"{self.kill_at_calls}")
+        if self.slow and self.slow_s <= self.visibility_timeout_s:
+            raise ConfigurationError(f"slow_s ({self.slow_s}) must exceed visibility_timeout_s "
+                                     f"({self.visibility_timeout_s}), or the heartbeat is not exercised")
+        if self.lease_s <= 2 * self.slow_s:
+            raise ConfigurationError(f"lease_s ({self.lease_s}) must exceed a batch holding two slow "
+                                     f"events (2 x slow_s = {2 * self.slow_s})")
+        if self.window_s <= self.settle_timeout_s:
+            raise ConfigurationError("window_s must exceed settle_timeout_s, so every duplicate arrives "
+                                     "within the window")
+        receives_while_held = self.lease_s / self.visibility_timeout_s
+        if self.max_receive_count < receives_while_held + 4:
+            log.warning("max_receive_count %d leaves little room: a message held by a killed consumer's "
+                        "lease is received about %d times before it can be claimed again, so good "
+                        "events may be dead-lettered", self.max_receive_count, receives_while_held)
+
+    @property
+    def publish_retries(self) -> int:
+        return round(self.events * self.publish_retry_rate)
+
+    @property
+    def delivery_duplicates(self) -> int:
+        return round(self.events * self.delivery_duplicate_rate)
+
+    @property
+    def kills(self) -> dict[str, int]:
+        """Planned kills by kill point."""
+        return {"after_claim": self.kills_after_claim, "mid_batch": self.kills_mid_batch,
+                "before_delete": self.kills_before_delete}
+
+    def replace(self, **changes: Any) -> ChaosConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def small(cls, **changes: Any) -> ChaosConfig:
+        """A run of a few hundred messages and every fault kind, for tests and notebooks."""
+        base = cls(events=200, consumers=3, wave_size=100, poison_per_kind=1, transient=4, slow=2,
+                   slow_s=1.5, kills_after_claim=1, kills_before_delete=1, kill_at_calls=(2, 4),
+                   outage_s=1.5, visibility_timeout_s=1, lease_s=4.0, max_receive_count=10,
+                   settle_timeout_s=120.0)
+        return base.replace(**changes) if changes else base
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything one consumer process needs, written as JSON by the parent."""
+
+    slot: int
+    endpoint_url: str
+    region: str
+    queue_url: str
+    redis_url: str
+    ledger_path: str
+    visibility_timeout_s: int
+    lease_s: float
+    window_s: float
+    slow_s: float
+    transient_failures: int
+    slow_keys: tuple[str, ...] = ()
+    transient_keys: tuple[str, ...] = ()
+    poison_keys: tuple[str, ...] = ()
+    kill_point: str | None = None
+    kill_at: int = 0
+
+    def dump(self, path: Path) -> None:
+        path.write_text(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> WorkerSpec:
+        raw = json.loads(Path(path).read_text())
+        for name in ("slow_keys", "transient_keys", "poison_keys"):
+            raw[name] = tuple(raw[name])
+        return cls(**raw)

@@ -1,0 +1,152 @@
+"""The chaos run's ledger: what every consumer process did, in one SQLite file (WAL).
+
+The handler's *effects* are recorded here, outside the dedup store, so that a
+lost event or a double effect shows up however the store behaved (the store is
+restarted mid-run and loses its data). Each process writes its own rows and
+commits each one at once: a row written before a SIGKILL survives it.
+
+Tables:
+
+* ``calls``: one row per handler call: ``outcome`` is ``effect`` (the effect
+  happened), ``transient`` or ``poison`` (the handler failed on purpose), with
+  the times the batch's claim started and returned and the handler started and ended.
+* ``receives``: every message a consumer received (message id, envelope id, receive count).
+* ``dispositions``: what the consumer decided for each message of a settled batch.
+* ``outages``: batches a consumer left undecided because the store was down.
+* ``faults``: the kills the processes inflicted on themselves, with the batch's claim times.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT NOT NULL, envelope_id TEXT, pid INTEGER NOT NULL, outcome TEXT NOT NULL,
+    claim_start_s REAL, claim_end_s REAL, start_s REAL NOT NULL, end_s REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS calls_key ON calls (key, outcome);
+CREATE TABLE IF NOT EXISTS receives (
+    message_id TEXT NOT NULL, envelope_id TEXT, receive_count INTEGER, pid INTEGER NOT NULL,
+    at_s REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS dispositions (
+    message_id TEXT NOT NULL, key TEXT, outcome TEXT NOT NULL, deleted INTEGER NOT NULL,
+    pid INTEGER NOT NULL, at_s REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS outages (pid INTEGER NOT NULL, at_s REAL NOT NULL, received INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS faults (
+    pid INTEGER NOT NULL, kind TEXT NOT NULL, at_s REAL NOT NULL,
+    claim_start_s REAL, claim_end_s REAL);
+"""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One handler call as recorded."""
+
+    key: str
+    envelope_id: str | None
+    pid: int
+    outcome: str
+    claim_start_s: float | None
+    claim_end_s: float | None
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class Receive:
+    """One message received by one consumer."""
+
+    message_id: str
+    envelope_id: str | None
+    receive_count: int | None
+    pid: int
+    at_s: float
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A kill a consumer process inflicted on itself (``kind`` is the kill point)."""
+
+    pid: int
+    kind: str
+    at_s: float
+    claim_start_s: float | None
+    claim_end_s: float | None
+
+
+class Ledger:
+    """One connection to the ledger file; use one per process (and per thread)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- writes (consumer processes) -------------------------------------------
+
+    def record_call(self, call: Call) -> None:
+        self._db.execute("INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
+            call.key, call.envelope_id, call.pid, call.outcome, call.claim_start_s, call.claim_end_s,
+            call.start_s, call.end_s))
+
+    def count_calls(self, key: str, outcome: str) -> int:
+        """How many calls on ``key`` ended with ``outcome``, across all processes."""
+        return self._db.execute("SELECT COUNT(*) FROM calls WHERE key = ? AND outcome = ?",
+                                (key, outcome)).fetchone()[0]
+
+    def record_receives(self, receives: Iterable[Receive]) -> None:
+        self._db.executemany("INSERT INTO receives VALUES (?, ?, ?, ?, ?)", [
+            (r.message_id, r.envelope_id, r.receive_count, r.pid, r.at_s) for r in receives])
+
+    def record_dispositions(self, rows: Iterable[tuple[str, str | None, str, bool, int, float]]) -> None:
+        """``(message_id, key, outcome, deleted, pid, at_s)`` rows."""
+        self._db.executemany("INSERT INTO dispositions VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def record_outage(self, pid: int, at_s: float, received: int) -> None:
+        self._db.execute("INSERT INTO outages VALUES (?, ?, ?)", (pid, at_s, received))
+
+    def record_fault(self, fault: Fault) -> None:
+        self._db.execute("INSERT INTO faults VALUES (?, ?, ?, ?, ?)", (
+            fault.pid, fault.kind, fault.at_s, fault.claim_start_s, fault.claim_end_s))
+
+    # ---- reads (the analysis) ----------------------------------------------------
+
+    def calls(self) -> list[Call]:
+        return [Call(*row) for row in self._db.execute("SELECT * FROM calls ORDER BY start_s")]
+
+    def receives(self) -> list[Receive]:
+        return [Receive(*row) for row in self._db.execute("SELECT * FROM receives ORDER BY at_s")]
+
+    def faults(self) -> list[Fault]:
+        return [Fault(*row) for row in self._db.execute("SELECT * FROM faults ORDER BY at_s")]
+
+    def fault_pids(self) -> set[int]:
+        return {row[0] for row in self._db.execute("SELECT pid FROM faults")}
+
+    def disposition_counts(self) -> dict[str, int]:
+        """Messages by consumer outcome (``processed``, ``duplicate``, ``bad_input``, ...)."""
+        return dict(self._db.execute("SELECT outcome, COUNT(*) FROM dispositions GROUP BY outcome"))
+
+    def deletions(self) -> dict[str, int]:
+        """Deleted messages by consumer outcome (only ``processed`` and ``duplicate`` may appear)."""
+        return dict(self._db.execute(
+            "SELECT outcome, COUNT(*) FROM dispositions WHERE deleted GROUP BY outcome"))
+
+    def outage_batches(self) -> tuple[int, int]:
+        """``(batches, messages)`` left undecided because the store was down."""
+        batches, messages = self._db.execute("SELECT COUNT(*), SUM(received) FROM outages").fetchone()
+        return batches, messages or 0

@@ -1,0 +1,334 @@
+"""Reconcile a chaos run: what was published, what the handler did, what is in the DLQ.
+
+Definitions (the ledger is the ground truth of effects):
+
+* **lost**: a unique logical event with no effect that is not in the DLQ either.
+* **double-processed**: a logical event with more than one effect. Every extra
+  effect is attributed to the first cause that explains it, else it is *unexplained*:
+
+  - *Redis data loss*: the earlier effect's claim returned before the dedup Redis
+    died, and the later effect's claim started after it was restarted, empty. Its
+    records were gone, so the window could not suppress the later copy.
+  - *crash between effect and completion*: the earlier effect belongs to a batch
+    whose process was SIGKILLed (``mid_batch``) before the batch was completed; the
+    claim lapsed with its lease and a redelivery ran the handler again. No dedup
+    store can close this gap: only an effect that is idempotent, or committed in
+    one transaction with the dedup record, can.
+
+  The window (``window_s``) outlasts the run, so every duplicate arrives within it:
+  an *unexplained* extra effect is a duplicate the window should have caught.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from dedup.aws.messages import parse_body
+from dedup.chaos.config import KILL_POINTS, ChaosConfig
+from dedup.chaos.ledger import Call, Fault, Ledger
+from dedup.chaos.workload import KEY_SPEC, NOT_JSON_MARKER, POISON_MARKER, Workload
+from dedup.errors import BadMessageError, MissingKeyError
+from dedup.keys import derive_key, key_strategy
+
+POISON_KINDS = ("not_json", "keyless", "handler")
+CAUSE_REDIS = "Redis data loss (restart)"
+CAUSE_CRASH = "crash between effect and completion"
+CAUSE_NONE = "unexplained"
+DECISIONS = ("processed", "duplicate", "in_flight", "failed", "bad_input")
+
+
+@dataclass
+class Published:
+    """What the run put on the bus and the queue."""
+
+    accepted: int = 0  # PutEvents entries accepted for the good events and their publish retries
+    failed: int = 0  # entries EventBridge never accepted
+    publish_retries: int = 0
+    delivery_duplicates: int = 0
+    poison_message_ids: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
+    poison_envelope_ids: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
+
+    def poison_count(self, kind: str) -> int:
+        return len(self.poison_message_ids.get(kind, ())) + len(self.poison_envelope_ids.get(kind, ()))
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One stop and restart of the dedup Redis (epoch seconds)."""
+
+    stop_begin_s: float
+    stop_end_s: float
+    restart_s: float
+    up_s: float
+
+
+@dataclass(frozen=True)
+class ChaosReport:
+    """The figures of one chaos run; ``ok`` when every asserted property holds."""
+
+    config: ChaosConfig
+    wall_time_s: float
+    published: Published
+    unique_events: int
+    effects: int
+    processed_events: int
+    lost: tuple[str, ...]
+    double_processed: int  # events with more than one effect
+    extra_effects: dict[str, int]  # by cause
+    unexpected_effects: int  # effects on poison or unknown keys
+    dead_letters: dict[str, int]  # by kind: not_json, keyless, handler, good, unknown
+    poison_missing: tuple[str, ...]  # poison messages sent that are not in the DLQ
+    poison_min_receive_count: int | None
+    faults: dict[str, int]
+    kills_planned: dict[str, int]
+    slow_calls: int
+    slow_rereceived: int  # slow messages received again while their handler ran: the heartbeat failed
+    decisions: dict[str, int]
+    deletions: dict[str, int]  # deleted messages by consumer outcome
+    receives: int
+    unexpected_exits: tuple[str, ...]
+    settled: bool
+    left_on_queue: int
+    work_dir: str | None = None
+
+    @property
+    def unexplained_extra_effects(self) -> int:
+        return self.extra_effects.get(CAUSE_NONE, 0)
+
+    @property
+    def deleted_unchecked(self) -> int:
+        """Messages deleted although they were neither processed nor a completed duplicate."""
+        return sum(n for outcome, n in self.deletions.items() if outcome not in ("processed", "duplicate"))
+
+    @property
+    def failures(self) -> list[str]:
+        """The asserted properties that do not hold (empty when the run is ``ok``)."""
+        c = self.config
+        checks = [
+            (not self.lost, f"{len(self.lost)} events lost: {list(self.lost)[:5]}"),
+            (self.unexplained_extra_effects == 0,
+             f"{self.unexplained_extra_effects} extra effects of duplicates within the window"),
+            (not self.poison_missing, f"poison not dead-lettered: {list(self.poison_missing)[:5]}"),
+            (self.poison_min_receive_count is None or self.poison_min_receive_count >= c.max_receive_count,
+             f"poison dead-lettered after {self.poison_min_receive_count} receives, "
+             f"before maxReceiveCount {c.max_receive_count}"),
+            (self.unexpected_effects == 0, f"{self.unexpected_effects} effects on poison or unknown events"),
+            (self.deleted_unchecked == 0, f"{self.deleted_unchecked} messages deleted without being "
+                                          f"processed or found a duplicate: {self.deletions}"),
+            (self.slow_rereceived == 0,
+             f"{self.slow_rereceived} slow messages were received again while their handler ran"),
+            (not self.unexpected_exits, f"{len(self.unexpected_exits)} unexpected consumer exits"),
+            (self.settled, f"the queue did not drain within {c.settle_timeout_s} s "
+                           f"({self.left_on_queue} messages left)"),
+        ]
+        return [message for ok, message in checks if not ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def rows(self) -> list[tuple[str, Any]]:
+        """The report as (label, value) rows, sections marked by a ``None`` value."""
+        c, p = self.config, self.published
+        poison_sent = {kind: p.poison_count(kind) for kind in POISON_KINDS}
+        rows: list[tuple[str, Any]] = [
+            ("workload", None),
+            ("unique logical events (N)", self.unique_events),
+            ("consumer processes (K)", c.consumers),
+            ("PutEvents entries accepted", p.accepted),
+            ("  of which publish retries", p.publish_retries),
+            ("delivery duplicates injected", p.delivery_duplicates),
+            ("poison sent (not JSON / keyless / failing)", _slash(poison_sent.values())),
+            ("messages published in all",
+             p.accepted + p.delivery_duplicates + sum(poison_sent.values())),
+            ("faults injected", None),
+            *((f"SIGKILL {point.replace('_', ' ')}", f"{self.faults.get('kill_' + point, 0)} of "
+               f"{self.kills_planned.get(point, 0)} planned") for point in KILL_POINTS),
+            ("consumer respawns", self.faults.get("respawns", 0)),
+            ("Redis stop + restart (data lost)", self.faults.get("redis_restarts", 0)),
+            ("  batches left undecided while it was down", self.faults.get("outage_batches", 0)),
+            ("transient handler failures", self.faults.get("transient_failures", 0)),
+            ("poison handler failures", self.faults.get("poison_failures", 0)),
+            (f"slow handlers ({c.slow_s:g} s > visibility {c.visibility_timeout_s} s)", self.slow_calls),
+            ("outcome", None),
+            ("effects recorded", self.effects),
+            ("events processed", self.processed_events),
+            ("lost (asserted 0)", len(self.lost)),
+            ("double-processed events", self.double_processed),
+            (f"  extra effects, {CAUSE_NONE} (asserted 0)", self.unexplained_extra_effects),
+            (f"  extra effects, {CAUSE_REDIS}", self.extra_effects.get(CAUSE_REDIS, 0)),
+            (f"  extra effects, {CAUSE_CRASH}", self.extra_effects.get(CAUSE_CRASH, 0)),
+            ("effects on poison (asserted 0)", self.unexpected_effects),
+            ("in the DLQ", sum(self.dead_letters.values())),
+            ("  poison (not JSON / keyless / failing)",
+             _slash(self.dead_letters.get(k, 0) for k in POISON_KINDS)),
+            ("  good events", self.dead_letters.get("good", 0)),
+            ("poison missing from the DLQ (asserted 0)", len(self.poison_missing)),
+            ("poison receives before the DLQ (min)",
+             f"{self.poison_min_receive_count} (maxReceiveCount {c.max_receive_count})"),
+            ("slow messages re-received mid-handler (asserted 0)", self.slow_rereceived),
+            ("consumer", None),
+            ("messages received", self.receives),
+            ("decisions (processed / duplicate / in flight / failed / bad input)",
+             _slash(self.decisions.get(k, 0) for k in DECISIONS)),
+            ("messages deleted (processed / duplicate)",
+             _slash(self.deletions.get(k, 0) for k in ("processed", "duplicate"))),
+            ("  deleted without being checked (asserted 0)", self.deleted_unchecked),
+            ("unexpected consumer exits (asserted 0)", len(self.unexpected_exits)),
+            ("queue drained (asserted)", f"{self.settled} ({self.left_on_queue} left)"),
+            ("wall time", f"{self.wall_time_s:.1f} s"),
+        ]
+        return rows
+
+    def __str__(self) -> str:
+        width = max(len(label) for label, _ in self.rows())
+        lines = []
+        for label, value in self.rows():
+            if value is None:
+                lines.append(f"\n{label.upper()}\n{'-' * (width + 14)}")
+            else:
+                lines.append(f"{label:<{width}}  {value}")
+        failures = self.failures
+        verdict = "FAILED:\n  " + "\n  ".join(failures) if failures else "OK: every asserted property holds"
+        title = (f"chaos run: N={self.unique_events}, K={self.config.consumers}, seed {self.config.seed}"
+                 + (f", ledger and logs in {self.work_dir}" if self.work_dir else ""))
+        return "\n".join([title, *lines, "", verdict])
+
+
+def analyse(*, config: ChaosConfig, workload: Workload, ledger: Ledger, published: Published,
+            dead_letters: list[dict[str, Any]], restarts: tuple[Restart, ...],
+            unexpected_exits: tuple[str, ...], settled: bool, left_on_queue: int, wall_time_s: float,
+            work_dir: str | None) -> ChaosReport:
+    """Reconcile the ledger, the DLQ and what was published into a :class:`ChaosReport`."""
+    good = set(workload.good_keys)
+    calls = ledger.calls()
+    faults = ledger.faults()
+    effects: dict[str, list[Call]] = collections.defaultdict(list)
+    for call in calls:
+        if call.outcome == "effect":
+            effects[call.key].append(call)
+    extra = collections.Counter(_cause(a, b, faults, restarts)
+                                for key in good for a, b in itertools.pairwise(effects[key]))
+    dead_kinds, dead_good, poison_missing, min_count = _dead_letters(dead_letters, workload, published)
+    fault_counts = collections.Counter(f"kill_{f.kind}" for f in faults)
+    outage_batches, _ = ledger.outage_batches()
+    fault_counts.update({
+        "respawns": len(faults) + len(unexpected_exits),
+        "redis_restarts": len(restarts),
+        "outage_batches": outage_batches,
+        "transient_failures": sum(c.outcome == "transient" for c in calls),
+        "poison_failures": sum(c.outcome == "poison" for c in calls),
+    })
+    slow = set(workload.slow_keys)
+    slow_calls = [c for c in calls if c.outcome == "effect" and c.key in slow]
+    return ChaosReport(
+        config=config,
+        wall_time_s=wall_time_s,
+        published=published,
+        unique_events=len(good),
+        effects=sum(len(effects[k]) for k in good),
+        processed_events=sum(1 for k in good if effects[k]),
+        lost=tuple(sorted(k for k in good if not effects[k] and k not in dead_good)),
+        double_processed=sum(1 for k in good if len(effects[k]) > 1),
+        extra_effects=dict(extra),
+        unexpected_effects=sum(len(v) for k, v in effects.items() if k not in good),
+        dead_letters=dict(dead_kinds),
+        poison_missing=tuple(poison_missing),
+        poison_min_receive_count=min_count,
+        faults=dict(fault_counts),
+        kills_planned=config.kills,
+        slow_calls=len(slow_calls),
+        slow_rereceived=_rereceived(slow_calls, ledger),
+        decisions=ledger.disposition_counts(),
+        deletions=ledger.deletions(),
+        receives=len(ledger.receives()),
+        unexpected_exits=unexpected_exits,
+        settled=settled,
+        left_on_queue=left_on_queue,
+        work_dir=work_dir,
+    )
+
+
+def _cause(first: Call, second: Call, faults: list[Fault], restarts: tuple[Restart, ...]) -> str:
+    """Why ``second`` ran although ``first`` had already had its effect.
+
+    The crash comes first: it alone re-runs the effect, whether or not Redis lost data later.
+    """
+    for f in faults:
+        if f.kind == "mid_batch" and f.pid == first.pid and f.claim_start_s == first.claim_start_s:
+            return CAUSE_CRASH
+    for r in restarts:
+        if (first.claim_end_s is not None and second.claim_start_s is not None
+                and first.claim_end_s <= r.stop_end_s and second.claim_start_s >= r.restart_s):
+            return CAUSE_REDIS
+    return CAUSE_NONE
+
+
+def _dead_letters(messages: list[dict[str, Any]], workload: Workload, published: Published
+                  ) -> tuple[collections.Counter[str], set[str], list[str], int | None]:
+    """DLQ messages by kind, the good keys among them, the poison not among them, and the
+    lowest receive count of a poison message."""
+    strategy = key_strategy(KEY_SPEC)
+    good, poison_keys = set(workload.good_keys), set(workload.handler_poison_keys)
+    kinds: collections.Counter[str] = collections.Counter()
+    dead_good: set[str] = set()
+    message_ids: set[str] = set()
+    envelope_ids: set[str] = set()
+    poison_counts: list[int] = []
+    for m in messages:
+        body, count = m.get("Body", ""), int(m.get("Attributes", {}).get("ApproximateReceiveCount", 0))
+        message_ids.add(m["MessageId"])
+        kind = "unknown"
+        try:
+            event = parse_body(body, m["MessageId"])
+        except BadMessageError:
+            kind = "not_json" if NOT_JSON_MARKER in body else "unknown"
+        else:
+            envelope_ids.add(str(event.get("id")))
+            detail = event.get("detail")
+            if isinstance(detail, dict) and POISON_MARKER in detail:
+                kind = "keyless"
+            else:
+                try:
+                    key = derive_key(strategy, event)
+                except MissingKeyError:
+                    key = ""
+                if key in poison_keys:
+                    kind = "handler"
+                elif key in good:
+                    kind = "good"
+                    dead_good.add(key)
+        kinds[kind] += 1
+        if kind in POISON_KINDS:
+            poison_counts.append(count)
+    missing = [f"{kind} message {i}" for kind, ids in published.poison_message_ids.items()
+               for i in ids if i not in message_ids]
+    missing += [f"{kind} event {i}" for kind, ids in published.poison_envelope_ids.items()
+                for i in ids if i not in envelope_ids]
+    return kinds, dead_good, missing, min(poison_counts, default=None)
+
+
+def _rereceived(slow_calls: list[Call], ledger: Ledger) -> int:
+    """Slow calls whose message was received again (by anyone) while the handler ran."""
+    receives = ledger.receives()
+    by_message: dict[str, list[float]] = collections.defaultdict(list)
+    for r in receives:
+        by_message[r.message_id].append(r.at_s)
+    count = 0
+    for call in slow_calls:
+        mine = [r for r in receives if r.pid == call.pid and r.envelope_id == call.envelope_id
+                and r.at_s <= call.start_s]
+        if not mine:
+            continue
+        taken = max(mine, key=lambda r: r.at_s)
+        if any(taken.at_s < t < call.end_s for t in by_message[taken.message_id]):
+            count += 1
+    return count
+
+
+def _slash(values: Any) -> str:
+    return " / ".join(str(v) for v in values)
+
