@@ -20,6 +20,8 @@ from dedup.service import Deduplicator, Handler, Outcome, Result
 log = logging.getLogger(__name__)
 
 _BODY_EXCERPT_CHARS = 80
+MAX_BODY_DEPTH = 128
+"""Deepest nesting of objects and arrays accepted in a body (real events nest under 20)."""
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,25 @@ class Disposition:
 
 
 def parse_body(body: str, message_id: str | None = None) -> dict:
-    """The EventBridge envelope carried by an SQS body; :class:`BadMessageError` if it is not one."""
+    """The EventBridge envelope carried by an SQS body; :class:`BadMessageError` if it is not one.
+
+    A body nesting deeper than :data:`MAX_BODY_DEPTH` is refused too: the key strategies
+    and handlers recurse into events, and a RecursionError there would crash the whole
+    batch (and, in Lambda, send its good messages back with the bad one).
+    """
     try:
         value = json.loads(body)
+    except RecursionError:
+        raise BadMessageError(message_id, f"body nests too deep to parse (more than {MAX_BODY_DEPTH} "
+                                          f"levels are refused): {_excerpt(body)!r}") from None
     except (TypeError, ValueError) as exc:
         raise BadMessageError(message_id, f"body is not JSON ({exc}): {_excerpt(body)!r}") from None
     if not isinstance(value, dict):
         kind = "a JSON string (double-encoded?)" if isinstance(value, str) else f"JSON {type(value).__name__}"
         raise BadMessageError(message_id, f"body is {kind}, not an object: {_excerpt(body)!r}")
+    if _deeper_than(value, MAX_BODY_DEPTH):
+        raise BadMessageError(message_id, f"body nests more than {MAX_BODY_DEPTH} levels deep: "
+                                          f"{_excerpt(body)!r}")
     return value
 
 
@@ -87,6 +100,18 @@ def decide(dedup: Deduplicator, handler: Handler, messages: Sequence[Message]) -
         for i, result in zip(parsed, results, strict=True):
             dispositions[i] = Disposition(messages[i], result=result)
     return [d for d in dispositions if d is not None]
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether ``value`` nests more than ``limit`` objects/arrays deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _excerpt(body: object) -> str:
