@@ -203,7 +203,8 @@ class GenesysKey:
     The key is ``detail.topicName`` (the topic with its ids filled in) plus every
     identifying field of ``eventBody`` that is present: the audit ``id``,
     ``participantId``, ``sessionId``, ``communicationId``, transcript
-    ``utteranceId`` values, and ``eventTime`` normalised to epoch ms. A
+    ``utteranceId`` values, and ``eventTime`` normalised to epoch ms (or, for
+    topics without one such as presence, ``modifiedDate``). A
     re-publish (new envelope ``id`` and ``time``) keys identically; a
     conversation's start and end, two participants or two utterances do not.
     """
@@ -211,6 +212,7 @@ class GenesysKey:
     name: str = "genesys"
 
     _ID_FIELDS = ("id", "participantId", "sessionId", "communicationId")
+    _TIME_FIELDS = ("eventTime", "modifiedDate")
 
     def key_for(self, event: Mapping[str, Any]) -> str:
         source = event.get("source")
@@ -233,11 +235,11 @@ class GenesysKey:
         utterances = _utterance_ids(body)
         if utterances:
             parts.append("utt=" + ",".join(utterances))
-        has_time = body.get("eventTime") is not None
-        if has_time:
-            parts.append(f"t={epoch_ms(body['eventTime'])}")
-        if not has_time and not utterances and body.get("id") in (None, ""):
-            raise NoKey("detail.eventBody has no eventTime, id or utteranceId")
+        stamp = next((body[f] for f in self._TIME_FIELDS if body.get(f) is not None), None)
+        if stamp is not None:
+            parts.append(f"t={epoch_ms(stamp)}")
+        elif not utterances and body.get("id") in (None, ""):
+            raise NoKey("detail.eventBody has no eventTime, modifiedDate, id or utteranceId")
         return "genesys:" + "|".join(parts)
 
 

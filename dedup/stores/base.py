@@ -129,8 +129,8 @@ class WindowStore(ABC):
         """
         if not keys:
             return []
-        lease_ms = _duration_ms(lease_s, "lease_s")
-        slide_ms = _duration_ms(slide_s, "slide_s") if slide_s is not None else 0
+        lease_ms = duration_ms(lease_s, "lease_s")
+        slide_ms = duration_ms(slide_s, "slide_s") if slide_s is not None else 0
         fps = list(fingerprints) if fingerprints is not None else [""] * len(keys)
         if len(fps) != len(keys):
             raise ValueError("fingerprints must match keys one to one")
@@ -151,7 +151,7 @@ class WindowStore(ABC):
         consumer claimed or completed the key after this lease ran out; claims
         that were not CLAIMED are skipped and report ``False``).
         """
-        window_ms = _duration_ms(window_s, "window_s")
+        window_ms = duration_ms(window_s, "window_s")
         return self._per_claim(claims, lambda owned: self._call(
             self._complete, owned, self._now_ms(), window_ms
         ))
@@ -220,7 +220,11 @@ class WindowStore(ABC):
         return self.name
 
 
-def _duration_ms(value: float | None, name: str) -> int:
+def duration_ms(value: float | None, name: str) -> int:
+    """``value`` seconds as whole milliseconds (at least 1), the way every store rounds durations.
+
+    Raises ``ValueError`` naming ``name`` unless ``value`` is a positive finite number.
+    """
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value <= 0:

@@ -8,7 +8,8 @@ a phase is one script call per slot, pipelined: one round trip per node. A
 record is one string value:
 
 * ``I<deadline_ms>,<token>,<fingerprint>`` while a consumer holds the lease;
-* ``D<deadline_ms>,<fingerprint>`` once completed.
+* ``<deadline_ms>`` once completed (an integer to Redis: the smallest encoding),
+  or ``D<deadline_ms>,<fingerprint>`` when payload validation records a fingerprint.
 
 Deadlines come from the store's clock and are checked inside the script; every
 key is also written with a ``PX`` TTL of the same duration so Redis frees it
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,59 +34,70 @@ from redis.retry import Retry
 from dedup.clock import Clock
 from dedup.stores.base import DEFAULT_PREFIX, ClaimOutcome, ClaimStatus, WindowStore
 
-# KEYS: storage keys. ARGV: now_ms, lease_ms, slide_ms, then token_i, fp_i per key.
-# Returns one string per key: status letter (C/D/I) followed by the fingerprint on record.
-CLAIM_LUA = """
-local now = tonumber(ARGV[1])
-local lease = tonumber(ARGV[2])
-local slide = tonumber(ARGV[3])
+# Shared by the scripts: parse a record into kind ('I' or 'D'), deadline, token, fingerprint,
+# and encode a completed one. A completed record without a fingerprint is the bare decimal
+# deadline, which Redis stores as an integer (72 bytes a key instead of 104).
+_RECORD_LUA = """
+local function parse(v)
+  local c = string.byte(v, 1)
+  if c >= 48 and c <= 57 then return 'D', tonumber(v), nil, '' end
+  local comma = string.find(v, ',', 2, true)
+  if not comma then return nil end
+  local kind, rest = string.sub(v, 1, 1), string.sub(v, comma + 1)
+  local deadline = tonumber(string.sub(v, 2, comma - 1))
+  if kind == 'D' then return kind, deadline, nil, rest end
+  local c2 = string.find(rest, ',', 1, true)
+  if not c2 then return nil end
+  return kind, deadline, string.sub(rest, 1, c2 - 1), string.sub(rest, c2 + 1)
+end
+local function done(deadline, fp)
+  if fp == '' then return string.format('%d', deadline) end
+  return 'D' .. string.format('%d', deadline) .. ',' .. fp
+end
+"""
+
+# KEYS: storage keys. ARGV: now_ms, lease_ms, slide_ms, stride (1: token per key; 2: token and
+# fingerprint per key), then the per-key arguments. Returns one string per key: the status
+# letter (C/D/I) followed by the fingerprint on record. A fresh key costs one SET NX.
+CLAIM_LUA = _RECORD_LUA + """
+local now, lease, slide, stride = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for i, key in ipairs(KEYS) do
-  local token, fp = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
-  local v = redis.call('GET', key)
-  local live = false
-  local comma
-  if v then
-    comma = string.find(v, ',', 2, true)
-    live = comma ~= nil and tonumber(string.sub(v, 2, comma - 1)) > now
-  end
-  if live and string.sub(v, 1, 1) == 'D' then
-    local rec_fp = string.sub(v, comma + 1)
-    if slide > 0 then
-      redis.call('SET', key, 'D' .. (now + slide) .. ',' .. rec_fp, 'PX', slide)
-    end
-    out[i] = 'D' .. rec_fp
-  elseif live then
-    local rest = string.sub(v, comma + 1)
-    out[i] = 'I' .. string.sub(rest, (string.find(rest, ',', 1, true) or #rest) + 1)
-  else
-    redis.call('SET', key, 'I' .. (now + lease) .. ',' .. token .. ',' .. fp, 'PX', lease)
+  local token = ARGV[4 + stride * (i - 1) + 1]
+  local fp = stride == 2 and ARGV[4 + stride * i] or ''
+  local fresh = 'I' .. (now + lease) .. ',' .. token .. ',' .. fp
+  if redis.call('SET', key, fresh, 'PX', lease, 'NX') then
     out[i] = 'C' .. fp
+  else
+    local kind, deadline, _, rec_fp = parse(redis.call('GET', key) or '0')
+    if kind == 'D' and deadline > now then
+      if slide > 0 then redis.call('SET', key, done(now + slide, rec_fp), 'PX', slide) end
+      out[i] = 'D' .. rec_fp
+    elseif kind == 'I' and deadline > now then
+      out[i] = 'I' .. rec_fp
+    else
+      redis.call('SET', key, fresh, 'PX', lease)
+      out[i] = 'C' .. fp
+    end
   end
 end
 return out
 """
 
 # KEYS: storage keys. ARGV: now_ms, window_ms, then token_i, fp_i per key. Returns 1/0 per key.
-COMPLETE_LUA = """
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
+COMPLETE_LUA = _RECORD_LUA + """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
 for i, key in ipairs(KEYS) do
   local token, fp = ARGV[1 + 2 * i], ARGV[2 + 2 * i]
   local v = redis.call('GET', key)
   local ok = true
   if v then
-    local comma = string.find(v, ',', 2, true)
-    local live = comma ~= nil and tonumber(string.sub(v, 2, comma - 1)) > now
-    if live then
-      local rest = string.sub(v, comma + 1)
-      local c2 = string.find(rest, ',', 1, true)
-      ok = string.sub(v, 1, 1) == 'I' and c2 ~= nil and string.sub(rest, 1, c2 - 1) == token
-    end
+    local kind, deadline, rec_token = parse(v)
+    ok = kind == nil or deadline <= now or (kind == 'I' and rec_token == token)
   end
   if ok then
-    redis.call('SET', key, 'D' .. (now + window) .. ',' .. fp, 'PX', window)
+    redis.call('SET', key, done(now + window, fp), 'PX', window)
     out[i] = 1
   else
     out[i] = 0
@@ -94,17 +107,15 @@ return out
 """
 
 # KEYS: storage keys. ARGV: now_ms, then token_i per key. Deletes live records still held by the token.
-RELEASE_LUA = """
+RELEASE_LUA = _RECORD_LUA + """
 local now = tonumber(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
   local v = redis.call('GET', key)
   out[i] = 0
-  if v and string.sub(v, 1, 1) == 'I' then
-    local comma = string.find(v, ',', 2, true)
-    local rest = string.sub(v, comma + 1)
-    local c2 = string.find(rest, ',', 1, true)
-    if c2 and tonumber(string.sub(v, 2, comma - 1)) > now and string.sub(rest, 1, c2 - 1) == ARGV[1 + i] then
+  if v then
+    local kind, deadline, rec_token = parse(v)
+    if kind == 'I' and deadline > now and rec_token == ARGV[1 + i] then
       redis.call('DEL', key)
       out[i] = 1
     end
@@ -112,6 +123,9 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
+
+# Query parameters of a Redis URL that carry a secret (redis-py passes them on as connection kwargs).
+_SECRET_QUERY_PARAM = re.compile(r"(?<![^&])((?:ssl_)?password)=[^&]*", re.IGNORECASE)
 
 _STATUS = {"C": ClaimStatus.CLAIMED, "D": ClaimStatus.DUPLICATE, "I": ClaimStatus.IN_FLIGHT}
 
@@ -197,12 +211,14 @@ class RedisStore(WindowStore):
             self.client.close()
 
     def _claim(self, skeys, tokens, fingerprints, now_ms, lease_ms, slide_ms):
-        per_key = list(zip(tokens, fingerprints, strict=True))
-        raw, failure = self._eval_groups(self._claim_script, [now_ms, lease_ms, slide_ms], skeys, per_key)
+        with_fps = any(fingerprints)
+        per_key = list(zip(tokens, fingerprints, strict=True)) if with_fps else [(t,) for t in tokens]
+        head = [now_ms, lease_ms, slide_ms, 2 if with_fps else 1]
+        raw, failure = self._eval_groups(self._claim_script, head, skeys, per_key)
         if failure is not None:
             # Undo what the reachable nodes granted, so a redelivery is not held IN_FLIGHT
             # for a lease by a batch that was never decided; best effort, the lease bounds it.
-            granted = [(sk, tok, fp) for sk, (tok, fp), r in zip(skeys, per_key, raw, strict=True)
+            granted = [(sk, tok, fp) for sk, tok, fp, r in zip(skeys, tokens, fingerprints, raw, strict=True)
                        if r is not None and _text(r).startswith("C")]
             with contextlib.suppress(*self.unavailable_errors):
                 if granted:
@@ -308,15 +324,19 @@ def _client_from_url(url: str, socket_timeout_s: float) -> redis.Redis | RedisCl
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
+    """``url`` with any password replaced by ``***``: in the userinfo, and in the query
+    parameters redis-py also accepts (``?password=…``, ``?ssl_password=…``)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    query = _SECRET_QUERY_PARAM.sub(r"\1=***", parts.query)
+    if parts.password is None and query == parts.query:
         return url
-    netloc = parts.hostname or ""
-    netloc = f"{parts.username}:***@{netloc}" if parts.username else f":***@{netloc}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = parts.hostname or ""
+        netloc = f"{parts.username}:***@{netloc}" if parts.username else f":***@{netloc}"
+        if parts.port:
+            netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _text(value: bytes | str) -> str:

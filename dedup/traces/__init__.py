@@ -61,15 +61,13 @@ def logical_events(
     """``n`` distinct EventBridge envelopes (``detail`` an object), in time order.
 
     No duplicates: no two share an envelope ``id`` or a ``dedup.keys.auto()``
-    key. Genesys presence changes are left out because ``auto()`` cannot key
-    them (their ``eventBody`` has no ``eventTime``, ``id`` or ``utteranceId``).
-    ``start_s`` defaults to :data:`DEFAULT_START_S`, so a seed always yields
+    key. ``start_s`` defaults to :data:`DEFAULT_START_S`, so a seed always yields
     the same events.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")
     config = TraceConfig(
-        n_events=n, source=source, seed=seed, presence_changes_per_day=0.0, duplicates=NO_DUPLICATES,
+        n_events=n, source=source, seed=seed, duplicates=NO_DUPLICATES,
         start_s=DEFAULT_START_S if start_s is None else float(start_s),
     )
     return list(generate(config, cache=False).envelopes())

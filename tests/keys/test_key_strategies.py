@@ -100,7 +100,7 @@ def test_genesys_key_refuses_a_non_genesys_source():
 
 def test_genesys_key_without_event_time_or_ids_is_missing(start):
     start["detail"]["eventBody"] = {"conversationId": "c"}
-    with pytest.raises(MissingKeyError, match="no eventTime, id or utteranceId"):
+    with pytest.raises(MissingKeyError, match="no eventTime, modifiedDate, id or utteranceId"):
         derive_key(GenesysKey(), start, "m-2")
 
 
@@ -199,3 +199,16 @@ def test_bad_key_specs_are_configuration_errors(spec):
 )
 def test_epoch_ms_normalises_seconds_ms_and_iso(value, expected):
     assert epoch_ms(value) == expected
+
+
+def test_genesys_presence_keys_on_its_modified_date(start):
+    presence = {**start, "detail-type": "v2.users.{id}.presence", "detail": {
+        "topicName": "v2.users.u-42.presence", "version": "2", "timestamp": "2026-11-29T09:00:00.000Z",
+        "metadata": {"CorrelationId": "c"},
+        "eventBody": {"source": "PURECLOUD", "presenceDefinition": {"id": "p-away", "systemPresence": "Away"},
+                      "primary": True, "message": "", "modifiedDate": "2026-11-29T09:00:00.412Z"}}}
+    later = copy.deepcopy(presence)
+    later["detail"]["eventBody"]["modifiedDate"] = "2026-11-29T09:05:00.000Z"
+    republished = {**copy.deepcopy(presence), "id": "new-envelope-id", "time": "2026-11-29T09:00:07Z"}
+    assert GenesysKey().key_for(presence) == GenesysKey().key_for(republished)
+    assert GenesysKey().key_for(presence) != GenesysKey().key_for(later)
