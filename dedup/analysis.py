@@ -43,8 +43,7 @@ import pandas as pd
 from dedup.clock import ManualClock
 from dedup.keys import ContentFingerprint, KeyStrategy
 from dedup.service import Deduplicator, Outcome
-from dedup.stores.base import WindowStore
-from dedup.stores.base import duration_ms
+from dedup.stores.base import WindowStore, duration_ms
 from dedup.stores.memory import MemoryStore
 from dedup.traces import Keys, Trace
 from dedup.traces.trace import progress_bar
