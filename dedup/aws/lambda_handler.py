@@ -12,6 +12,8 @@ and its store connection are cached at module level across invocations):
 ``DEDUP_WINDOW_S``     dedup window in seconds (default 300)
 ``DEDUP_LEASE_S``      claim lease in seconds, above the handler's longest run (default 60)
 ``DEDUP_MODE``         ``fixed`` or ``sliding`` (default ``fixed``)
+``DEDUP_PREFIX``       storage-key namespace, to share one store between
+                       applications (default ``dedup:``)
 =====================  ===========================================================
 
 It returns ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` naming
@@ -33,10 +35,12 @@ from dedup.aws.messages import Message, decide
 from dedup.errors import ConfigurationError, StoreUnavailableError
 from dedup.service import Deduplicator, Handler
 from dedup.stores import open_store
+from dedup.stores.base import DEFAULT_PREFIX
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("DEDUP_HANDLER", "DEDUP_STORE_URL", "DEDUP_KEY", "DEDUP_WINDOW_S", "DEDUP_LEASE_S", "DEDUP_MODE")
+SETTINGS = ("DEDUP_HANDLER", "DEDUP_STORE_URL", "DEDUP_KEY", "DEDUP_WINDOW_S", "DEDUP_LEASE_S", "DEDUP_MODE",
+            "DEDUP_PREFIX")
 
 _cached: tuple[tuple[str | None, ...], Deduplicator, Handler] | None = None
 
@@ -83,7 +87,7 @@ def from_environment(env: Mapping[str, str]) -> tuple[Deduplicator, Handler]:
     if store_url == "memory":
         log.warning("DEDUP_STORE_URL=memory dedups within one Lambda container only")
     dedup = Deduplicator(
-        open_store(store_url),
+        open_store(store_url, prefix=env.get("DEDUP_PREFIX", DEFAULT_PREFIX)),
         key=env.get("DEDUP_KEY", "auto"),
         window_s=_seconds(env, "DEDUP_WINDOW_S", 300.0),
         lease_s=_seconds(env, "DEDUP_LEASE_S", 60.0),

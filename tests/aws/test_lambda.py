@@ -68,12 +68,14 @@ def test_the_entry_point_is_configured_from_the_environment_and_cached(monkeypat
     monkeypatch.setenv("DEDUP_WINDOW_S", "120")
     monkeypatch.setenv("DEDUP_LEASE_S", "30")
     monkeypatch.setenv("DEDUP_MODE", "sliding")
+    monkeypatch.setenv("DEDUP_PREFIX", "app-a:")
     first = handler(load_event(EVENT), None)
     again = handler(load_event(EVENT), None)  # the same batch redelivered to a warm container
     assert failures(first) == failures(again) == [NOT_JSON, KEYLESS]
     assert len(aws_lambda_targets.handled) == 2  # Genesys and NICE once each, across both invocations
     dedup, user_handler = configured()
     assert (dedup.window_s, dedup.lease_s, dedup.mode) == (120.0, 30.0, "sliding")
+    assert dedup.store.prefix == "app-a:"
     assert user_handler is aws_lambda_targets.record
     assert configured()[0] is dedup  # cached
 
