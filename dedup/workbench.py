@@ -12,17 +12,17 @@ notebook, so a notebook runs the same under papermill, nbmake or a person.
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dedup.environ import overridden
 from dedup.errors import ConfigurationError
 
 #: Directory where :func:`publish` saves PNGs; unset outside the runner.
@@ -224,7 +224,7 @@ def run_notebooks(
             stale.unlink()
         started = time.monotonic()
         error = None
-        with _environ({FIGURES_DIR_ENV: str(figures_dir), NOTEBOOK_ENV: path.stem}):
+        with overridden({FIGURES_DIR_ENV: str(figures_dir), NOTEBOOK_ENV: path.stem}):
             try:
                 papermill.execute_notebook(
                     str(path), str(output), parameters=mine, cwd=str(root), progress_bar=False,
@@ -303,18 +303,3 @@ def _fmt(value: Any) -> str:
 
 def _fmt_params(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items())
-
-
-@contextlib.contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
-    """Set variables for the kernels started inside the block (they inherit ``os.environ``)."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

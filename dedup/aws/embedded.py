@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from dedup.environ import overridden
 from dedup.errors import ConfigurationError
 
 TEST_ACCESS_KEY_ID = "testing"
@@ -91,19 +91,9 @@ class EmbeddedAWS:
             "AWS_DEFAULT_REGION": self.region,
         }
 
-    @contextlib.contextmanager
-    def exported(self) -> Iterator[Mapping[str, str]]:
+    def exported(self) -> contextlib.AbstractContextManager[Mapping[str, str]]:
         """Set :meth:`environ` in ``os.environ`` for the ``with`` block, then restore it."""
-        saved = {name: os.environ.get(name) for name in self.environ()}
-        os.environ.update(self.environ())
-        try:
-            yield self.environ()
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        return overridden(self.environ())
 
     def client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client for ``service`` on this server, with test credentials."""
