@@ -122,7 +122,7 @@ class ChaosConfig:
     def small(cls, **changes: Any) -> ChaosConfig:
         """A run of a few hundred messages and every fault kind, for tests and notebooks."""
         base = cls(events=200, consumers=3, wave_size=100, poison_per_kind=1, transient=4, slow=2,
-                   slow_s=1.5, kills_after_claim=1, kills_before_delete=1, kill_at_calls=(2, 4),
+                   slow_s=1.5, kills_after_claim=1, kills_before_delete=1, kill_at_calls=(1, 3),
                    outage_s=1.5, visibility_timeout_s=1, lease_s=4.0, max_receive_count=10,
                    settle_timeout_s=120.0)
         return base.replace(**changes) if changes else base

@@ -13,6 +13,7 @@ Tables:
 * ``receives``: every message a consumer received (message id, envelope id, receive count).
 * ``dispositions``: what the consumer decided for each message of a settled batch.
 * ``outages``: batches a consumer left undecided because the store was down.
+* ``ready``: consumer processes that are about to poll.
 * ``faults``: the kills the processes inflicted on themselves, with the batch's claim times.
 """
 
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS dispositions (
     message_id TEXT NOT NULL, key TEXT, outcome TEXT NOT NULL, deleted INTEGER NOT NULL,
     pid INTEGER NOT NULL, at_s REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS outages (pid INTEGER NOT NULL, at_s REAL NOT NULL, received INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ready (pid INTEGER NOT NULL, slot INTEGER NOT NULL, at_s REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS faults (
     pid INTEGER NOT NULL, kind TEXT NOT NULL, at_s REAL NOT NULL,
     claim_start_s REAL, claim_end_s REAL);
@@ -119,6 +121,9 @@ class Ledger:
     def record_outage(self, pid: int, at_s: float, received: int) -> None:
         self._db.execute("INSERT INTO outages VALUES (?, ?, ?)", (pid, at_s, received))
 
+    def record_ready(self, pid: int, slot: int, at_s: float) -> None:
+        self._db.execute("INSERT INTO ready VALUES (?, ?, ?)", (pid, slot, at_s))
+
     def record_fault(self, fault: Fault) -> None:
         self._db.execute("INSERT INTO faults VALUES (?, ?, ?, ?, ?)", (
             fault.pid, fault.kind, fault.at_s, fault.claim_start_s, fault.claim_end_s))
@@ -133,6 +138,10 @@ class Ledger:
 
     def faults(self) -> list[Fault]:
         return [Fault(*row) for row in self._db.execute("SELECT * FROM faults ORDER BY at_s")]
+
+    def ready_slots(self) -> int:
+        """How many consumer slots have had a process ready to poll."""
+        return self._db.execute("SELECT COUNT(DISTINCT slot) FROM ready").fetchone()[0]
 
     def fault_pids(self) -> set[int]:
         return {row[0] for row in self._db.execute("SELECT pid FROM faults")}

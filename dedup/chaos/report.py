@@ -28,7 +28,7 @@ from typing import Any
 
 from dedup.aws.messages import parse_body
 from dedup.chaos.config import KILL_POINTS, ChaosConfig
-from dedup.chaos.ledger import Call, Fault, Ledger
+from dedup.chaos.ledger import Call, Fault, Ledger, Receive
 from dedup.chaos.workload import KEY_SPEC, NOT_JSON_MARKER, POISON_MARKER, Workload
 from dedup.errors import BadMessageError, MissingKeyError
 from dedup.keys import derive_key, key_strategy
@@ -85,7 +85,8 @@ class ChaosReport:
     faults: dict[str, int]
     kills_planned: dict[str, int]
     slow_calls: int
-    slow_rereceived: int  # slow messages received again while their handler ran: the heartbeat failed
+    slow_rereceived: int  # slow messages received again, after their visibility could lapse, mid-handler
+    concurrent_deliveries: int  # messages handed to two consumers at once (the claim makes one IN_FLIGHT)
     decisions: dict[str, int]
     deletions: dict[str, int]  # deleted messages by consumer outcome
     receives: int
@@ -170,6 +171,7 @@ class ChaosReport:
             ("poison receives before the DLQ (min)",
              f"{self.poison_min_receive_count} (maxReceiveCount {c.max_receive_count})"),
             ("slow messages re-received mid-handler (asserted 0)", self.slow_rereceived),
+            ("messages delivered to two consumers at once", self.concurrent_deliveries),
             ("consumer", None),
             ("messages received", self.receives),
             ("decisions (processed / duplicate / in flight / failed / bad input)",
@@ -224,6 +226,7 @@ def analyse(*, config: ChaosConfig, workload: Workload, ledger: Ledger, publishe
     })
     slow = set(workload.slow_keys)
     slow_calls = [c for c in calls if c.outcome == "effect" and c.key in slow]
+    receives = ledger.receives()
     return ChaosReport(
         config=config,
         wall_time_s=wall_time_s,
@@ -241,10 +244,11 @@ def analyse(*, config: ChaosConfig, workload: Workload, ledger: Ledger, publishe
         faults=dict(fault_counts),
         kills_planned=config.kills,
         slow_calls=len(slow_calls),
-        slow_rereceived=_rereceived(slow_calls, ledger),
+        slow_rereceived=_rereceived(slow_calls, receives, config.visibility_timeout_s),
+        concurrent_deliveries=_concurrent_deliveries(receives, config.visibility_timeout_s),
         decisions=ledger.disposition_counts(),
         deletions=ledger.deletions(),
-        receives=len(ledger.receives()),
+        receives=len(receives),
         unexpected_exits=unexpected_exits,
         settled=settled,
         left_on_queue=left_on_queue,
@@ -311,9 +315,14 @@ def _dead_letters(messages: list[dict[str, Any]], workload: Workload, published:
     return kinds, dead_good, missing, min(poison_counts, default=None)
 
 
-def _rereceived(slow_calls: list[Call], ledger: Ledger) -> int:
-    """Slow calls whose message was received again (by anyone) while the handler ran."""
-    receives = ledger.receives()
+def _rereceived(slow_calls: list[Call], receives: list[Receive], visibility_timeout_s: float) -> int:
+    """Slow calls whose message was received again while the handler ran, late enough that its
+    visibility timeout could have lapsed: the heartbeat did not cover the handler.
+
+    A copy received within moments of the first is a concurrent delivery, not a lapse (see
+    :func:`_concurrent_deliveries`); both lead to IN_FLIGHT, never to a second effect.
+    """
+    earliest_lapse_s = visibility_timeout_s - _lapse_tolerance_s(visibility_timeout_s)
     by_message: dict[str, list[float]] = collections.defaultdict(list)
     for r in receives:
         by_message[r.message_id].append(r.at_s)
@@ -324,10 +333,25 @@ def _rereceived(slow_calls: list[Call], ledger: Ledger) -> int:
         if not mine:
             continue
         taken = max(mine, key=lambda r: r.at_s)
-        if any(taken.at_s < t < call.end_s for t in by_message[taken.message_id]):
+        if any(taken.at_s + earliest_lapse_s <= t < call.end_s for t in by_message[taken.message_id]):
             count += 1
     return count
 
+
+def _concurrent_deliveries(receives: list[Receive], visibility_timeout_s: float) -> int:
+    """Messages received by two consumers too close together for a lapsed visibility timeout."""
+    window_s = visibility_timeout_s - _lapse_tolerance_s(visibility_timeout_s)
+    by_message: dict[str, list[Receive]] = collections.defaultdict(list)
+    for r in receives:
+        by_message[r.message_id].append(r)
+    return sum(1 for taken in by_message.values()
+               if any(b.pid != a.pid and 0 <= b.at_s - a.at_s < window_s
+                      for a, b in itertools.pairwise(sorted(taken, key=lambda r: r.at_s))))
+
+
+def _lapse_tolerance_s(visibility_timeout_s: float) -> float:
+    """Slack for the delay between SQS marking a receive and the consumer recording it."""
+    return min(0.5, visibility_timeout_s / 2)
 
 def _slash(values: Any) -> str:
     return " / ".join(str(v) for v in values)

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_EVENTS = 50  # events published between two delivery-duplicate peeks
 POLL_S = 0.2  # how often the parent looks at the queue and the consumer processes
+START_TIMEOUT_S = 60.0  # for every consumer process to be ready to poll
 STOP_TIMEOUT_S = 15.0  # SIGTERM lets a consumer finish its batch; then SIGKILL
 MAX_UNEXPECTED_EXITS = 10  # beyond this a consumer is crash-looping: stop the run
 
@@ -113,20 +114,24 @@ class _ChaosRun:
                                  max_receive_count=config.max_receive_count, receive_wait_s=0)
         self.handles = provision(self.aws, self.stack)
         self.sqs, self.events = self.aws.client("sqs"), self.aws.client("events")
-        self.ledger = Ledger(self.dir / "ledger.sqlite")
+        ledger = self.ledger = Ledger(self.dir / "ledger.sqlite")
         self.plans = self._kill_plans()
         log.info("chaos run: %d events, %d consumers, seed %d, faults planned: kills %s, "
                  "%d Redis restart(s); work dir %s", config.events, config.consumers, config.seed,
                  config.kills, config.redis_restarts, self.dir)
         for slot in range(config.consumers):
             self._spawn(slot)
+        # Traffic starts once every consumer polls, so that each meets enough of it to hit its kill point.
+        if not self._wait(lambda: ledger.ready_slots() == config.consumers, START_TIMEOUT_S):
+            raise ConfigurationError(f"the consumer processes did not start within {START_TIMEOUT_S} s: "
+                                     f"see the worker logs in {self.dir}")
         published = self._publish_in_waves(workload)
         settled = self._wait(lambda: self._depth() == 0, config.settle_timeout_s)
         left = self._depth()
         self._stop_consumers()
         dead = self._dead_letters()
         return analyse(
-            config=config, workload=workload, ledger=self.ledger, published=published,
+            config=config, workload=workload, ledger=ledger, published=published,
             dead_letters=dead, restarts=tuple(self.restarts), unexpected_exits=tuple(self.unexpected_exits),
             settled=settled, left_on_queue=left, wall_time_s=time.monotonic() - started_s,
             work_dir=str(self.dir) if self._keep_dir else None,

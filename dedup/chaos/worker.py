@@ -181,6 +181,7 @@ def run_worker(spec: WorkerSpec) -> None:
                            outage_backoff=OUTAGE_BACKOFF, on_batch=_dispositions_recorder(ledger))
     log.info("consumer slot %d (pid %d) started; kill plan: %s", spec.slot, os.getpid(),
              f"{spec.kill_point} at call {spec.kill_at}" if spec.kill_point else "none")
+    ledger.record_ready(os.getpid(), spec.slot, SYSTEM_CLOCK.now_s())
     try:
         stats = consumer.run()
         log.info("consumer slot %d stopped: %s", spec.slot, stats.as_dict())

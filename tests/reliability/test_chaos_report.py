@@ -116,8 +116,24 @@ def test_a_slow_message_received_again_while_its_handler_ran_means_the_heartbeat
         ledger.record_call(effect(key, claim_s=10.0 + i, envelope_id=f"env-{i}",
                                   end_s=40.0 if key == slow else None))
     index = workload.good_keys.index(slow)
-    ledger.record_receives([Receive("m-slow", f"env-{index}", 1, 1, 9.0 + index),  # taken by pid 1
+    taken_s = 9.0 + index
+    ledger.record_receives([Receive("m-slow", f"env-{index}", 1, 1, taken_s),  # taken by pid 1
                             Receive("m-slow", f"env-{index}", 2, 2, 30.0)])  # seen by pid 2 mid-handler
     report = reconcile(workload, ledger)
     assert report.slow_calls == 1 and report.slow_rereceived == 1
     assert report.failures == ["1 slow messages were received again while their handler ran"]
+
+
+def test_a_copy_handed_to_two_consumers_at_once_is_a_concurrent_delivery_not_a_heartbeat_failure(
+        workload, ledger):
+    (slow,) = workload.slow_keys
+    for i, key in enumerate(workload.good_keys):
+        ledger.record_call(effect(key, claim_s=10.0 + i, envelope_id=f"env-{i}",
+                                  end_s=40.0 if key == slow else None))
+    index = workload.good_keys.index(slow)
+    taken_s = 9.0 + index
+    ledger.record_receives([Receive("m-slow", f"env-{index}", 2, 1, taken_s),  # moto sometimes hands
+                            Receive("m-slow", f"env-{index}", 2, 2, taken_s + 0.01)])  # one message to two
+    report = reconcile(workload, ledger)
+    assert report.slow_rereceived == 0 and report.concurrent_deliveries == 1
+    assert report.ok
