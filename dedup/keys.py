@@ -70,6 +70,8 @@ def derive_key(strategy: KeyStrategy, event: Any, message_id: str | None = None)
     except NoKey as exc:
         names, reasons = _explain(strategy, exc)
         raise MissingKeyError(message_id, names, reasons) from None
+    except RecursionError:
+        raise MissingKeyError(message_id, [strategy.name], ["event nests too deeply to key"]) from None
 
 
 def canonical_json(value: Any) -> str:

@@ -7,6 +7,13 @@ claims of events the handler processed and releases the claims of events it
 failed on, so a redelivery processes them: a failing handler never loses an
 event.
 
+Completion is batched too: the claims of a batch are completed together after
+its last handler ran. A consumer killed in between leaves those claims to lapse
+with their lease, and a redelivery then runs the batch's earlier handlers again.
+No dedup store can close that gap (the effect and the record are not one
+transaction): handlers whose effects must not repeat after a crash should be
+idempotent themselves, e.g. an upsert keyed by the event's dedup key.
+
 ``lifecycle="mark_first"`` reproduces the tutorial's defect (mark the key seen
 *before* running the handler, never undo it) so the workbench can show the
 events it loses.
@@ -152,20 +159,24 @@ class Deduplicator:
         results: list[Result | None] = [None] * len(events)
         keyed: list[int] = []
         keys: list[str] = []
+        fps: list[str] = []
         for i, event in enumerate(events):
             try:
-                keys.append(self.key_of(event, ids[i]))
+                key = self.key_of(event, ids[i])
+                if self.validate_payload:
+                    fps.append(self._fingerprint(event, ids[i]))
+                keys.append(key)
                 keyed.append(i)
             except MissingKeyError as exc:
                 results[i] = self._missing_key(event, handler, exc)
 
-        claims = self._claim(keyed, keys, events)
+        claims = self._claim(keys, fps if self.validate_payload else None)
         if claims is None:  # store down, fail open
             for i, k in zip(keyed, keys, strict=True):
                 self.stats.passed_store_down += 1
                 results[i] = self._run(events[i], handler, k)
         else:
-            self._decide(events, ids, handler, keyed, claims, results)
+            self._decide(events, ids, handler, keyed, claims, results, fps)
 
         self.stats.events += len(events)
         final = [r for r in results if r is not None]
@@ -175,10 +186,16 @@ class Deduplicator:
 
     # ---- internals ----------------------------------------------------------
 
-    def _claim(self, keyed: list[int], keys: list[str], events: Sequence[Any]) -> list[Claim] | None:
-        if not keyed:
+    def _fingerprint(self, event: Mapping[str, Any], message_id: str | None) -> str:
+        try:
+            return fingerprint(event.get("detail"))
+        except RecursionError:
+            raise MissingKeyError(message_id, ["validate_payload"], ["detail nests too deeply to fingerprint"]
+                                  ) from None
+
+    def _claim(self, keys: list[str], fps: list[str] | None) -> list[Claim] | None:
+        if not keys:
             return []
-        fps = [fingerprint(events[i].get("detail")) for i in keyed] if self.validate_payload else None
         lease_s = self.window_s if self.lifecycle == "mark_first" else self.lease_s
         slide_s = self.window_s if self.mode == "sliding" else None
         try:
@@ -192,22 +209,22 @@ class Deduplicator:
             self._safe(self.store.complete, claims, self.window_s)
         return claims
 
-    def _decide(self, events, ids, handler, keyed, claims, results) -> None:
+    def _decide(self, events, ids, handler, keyed, claims, results, fps) -> None:
         done: list[Claim] = []
         failed: list[Claim] = []
         # Outcome of each key claimed in this batch, so a later copy in the same
         # batch is a DUPLICATE once the first copy was processed.
         claimed_here: dict[str, Outcome] = {}
-        for i, claim in zip(keyed, claims, strict=True):
+        for j, (i, claim) in enumerate(zip(keyed, claims, strict=True)):
             if claim.status is ClaimStatus.CLAIMED:
                 result = self._run(events[i], handler, claim.key)
                 (done if result.outcome is Outcome.PROCESSED else failed).append(claim)
                 claimed_here[claim.storage_key] = result.outcome
-            elif claimed_here.get(claim.storage_key) is Outcome.PROCESSED:
-                result = Result(Outcome.DUPLICATE, claim.key)
-            elif self.validate_payload and claim.fingerprint != fingerprint(events[i].get("detail")):
+            elif self.validate_payload and claim.fingerprint != fps[j]:
                 self.stats.payload_mismatches += 1
                 result = Result(Outcome.FAILED, claim.key, error=PayloadMismatchError(claim.key, ids[i]))
+            elif claimed_here.get(claim.storage_key) is Outcome.PROCESSED:
+                result = Result(Outcome.DUPLICATE, claim.key)
             elif claim.status is ClaimStatus.DUPLICATE:
                 result = Result(Outcome.DUPLICATE, claim.key)
             else:

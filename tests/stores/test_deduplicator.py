@@ -171,3 +171,25 @@ def test_sliding_mode_keeps_suppressing_a_steady_stream_of_copies(make_store, cl
 def test_bad_settings_are_configuration_errors(make_store, clock, kwargs):
     with pytest.raises(ConfigurationError):
         Deduplicator(make_store(clock), **kwargs)
+
+
+def test_an_event_nested_too_deeply_to_key_is_a_missing_key_not_a_crash(make_store, clock):
+    deep: dict = {}
+    node = deep
+    for _ in range(5_000):
+        node["x"] = {}
+        node = node["x"]
+    event = {"source": "com.example", "detail-type": "Deep", "detail": deep}
+    dedup = Deduplicator(make_store(clock), key="fingerprint", validate_payload=True)
+    (result,) = dedup.process_batch([event], Recorder(), message_ids=["m-deep"])
+    assert result.outcome is Outcome.MISSING_KEY
+    assert "too deeply" in str(result.error) and "m-deep" in str(result.error)
+
+
+def test_a_copy_in_the_same_batch_with_a_different_payload_is_a_mismatch(make_store, clock, start):
+    coarse = BusinessKey(["detail.eventBody.conversationId"])
+    dedup = Deduplicator(make_store(clock), key=coarse, validate_payload=True)
+    end = load_event("envelope_genesys_customer_end.json")
+    results = dedup.process_batch([start, end], Recorder())
+    assert [r.outcome for r in results] == [Outcome.PROCESSED, Outcome.FAILED]
+    assert isinstance(results[1].error, PayloadMismatchError)
