@@ -223,9 +223,8 @@ class Deduplicator:
             elif self.validate_payload and claim.fingerprint != fps[j]:
                 self.stats.payload_mismatches += 1
                 result = Result(Outcome.FAILED, claim.key, error=PayloadMismatchError(claim.key, ids[i]))
-            elif claimed_here.get(claim.storage_key) is Outcome.PROCESSED:
-                result = Result(Outcome.DUPLICATE, claim.key)
-            elif claim.status is ClaimStatus.DUPLICATE:
+            elif (claim.status is ClaimStatus.DUPLICATE
+                  or claimed_here.get(claim.storage_key) is Outcome.PROCESSED):
                 result = Result(Outcome.DUPLICATE, claim.key)
             else:
                 result = Result(Outcome.IN_FLIGHT, claim.key)

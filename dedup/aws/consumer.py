@@ -56,7 +56,7 @@ class ConsumerStats:
     bad_input: int = 0  # not JSON, not an object, or no dedup key
     deleted: int = 0
     delete_failures: int = 0  # still not deleted after the retries
-    store_outages: int = 0  # batches left alone because the store was down
+    store_outages: int = 0  # batches left alone, or store checks failed, because the store was down
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -140,6 +140,7 @@ class SQSConsumer:
         self._checked = False
         self._max_receive_count: int | None = None
         self._outages_in_a_row = 0
+        self._last_outage: StoreUnavailableError | None = None
         self._receive_errors_in_a_row = 0
 
     # ---- public -------------------------------------------------------------
@@ -178,6 +179,8 @@ class SQSConsumer:
     def poll_once(self, *, max_messages: int = MAX_BATCH, wait_time_s: int | None = None) -> BatchReport:
         """Receive one batch and settle it; returns what happened."""
         self._check_queue()
+        if self._outages_in_a_row and not self._store_answers():
+            return self._report(BatchReport(0, store_outage=self._last_outage))
         messages = self._receive(max_messages, self.wait_time_s if wait_time_s is None else wait_time_s)
         if not messages:
             return self._report(BatchReport())
@@ -255,13 +258,32 @@ class SQSConsumer:
 
     # ---- settle -------------------------------------------------------------
 
+    def _store_answers(self) -> bool:
+        """After an outage, check the store before receiving again (backing off while it is down).
+
+        Receiving while nothing can be decided would only spend the messages' receive
+        counts and push good messages towards the DLQ.
+        """
+        try:
+            self.dedup.store.ping()
+        except StoreUnavailableError as exc:
+            self._store_down(exc, 0)
+            return False
+        log.info("window store answers again after %d failed attempt(s): resuming", self._outages_in_a_row)
+        return True
+
     def _store_down(self, exc: StoreUnavailableError, received: int) -> BatchReport:
+        self._last_outage = exc
         self.stats.store_outages += 1
         delay_ms = self.outage_backoff.delay_ms(self._outages_in_a_row, self._rng)
         self._outages_in_a_row += 1
-        log.error("%s: none of the %d messages of this batch was decided or deleted; they return "
-                  "after the visibility timeout. Backing off %.0f ms (outage #%d in a row)",
-                  exc, received, delay_ms, self._outages_in_a_row)
+        if received:
+            log.error("%s: none of the %d messages of this batch was decided or deleted; they return "
+                      "after the visibility timeout. Backing off %.0f ms (outage #%d in a row)",
+                      exc, received, delay_ms, self._outages_in_a_row)
+        else:
+            log.error("%s: still down, receiving nothing meanwhile. Backing off %.0f ms "
+                      "(outage #%d in a row)", exc, delay_ms, self._outages_in_a_row)
         self._sleep(delay_ms / 1000)
         return BatchReport(received, store_outage=exc)
 

@@ -133,6 +133,9 @@ class DynamoDBStore(WindowStore):
 
     # ---- hooks ------------------------------------------------------------
 
+    def _ping(self) -> None:
+        self._request(self.client.describe_table)
+
     def _claim(self, skeys, tokens, fingerprints, now_ms, lease_ms, slide_ms):
         first: dict[str, int] = {}
         for i, skey in enumerate(skeys):

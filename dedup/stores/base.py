@@ -160,6 +160,17 @@ class WindowStore(ABC):
         """Drop each CLAIMED claim whose live lease is still held by its token."""
         return self._per_claim(claims, lambda owned: self._call(self._release, owned, self._now_ms()))
 
+    def ping(self) -> None:
+        """Check that the backend answers; raises :class:`StoreUnavailableError` when it does not.
+
+        Consumers call it after an outage before they receive again, so messages
+        are not received (and their receive counts spent) while nothing can be decided.
+        """
+        self._call(self._ping)
+
+    def _ping(self) -> None:  # noqa: B027 - optional hook: an in-process store always answers
+        """Round-trip to the backend."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources (connections); the default holds none."""
 

@@ -210,6 +210,12 @@ class RedisStore(WindowStore):
         if self._owns_client:
             self.client.close()
 
+    def _ping(self) -> None:
+        if self.cluster:
+            self.client.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            self.client.ping()
+
     def _claim(self, skeys, tokens, fingerprints, now_ms, lease_ms, slide_ms):
         with_fps = any(fingerprints)
         per_key = list(zip(tokens, fingerprints, strict=True)) if with_fps else [(t,) for t in tokens]

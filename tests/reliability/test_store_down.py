@@ -84,8 +84,11 @@ def test_when_redis_stops_mid_run_nothing_unchecked_is_deleted_and_the_consumer_
 
     outage_reports = [r for r in reports if r.store_outage is not None]
     assert len(outage_reports) == 2 and consumer.stats.store_outages == 2
-    for r in outage_reports:  # a batch the store could not check: nothing decided, nothing deleted
-        assert r.received > 0 and r.dispositions == () and r.deleted == ()
+    left_alone, checked = outage_reports
+    assert left_alone.received > 0  # a batch the store could not check: nothing decided or deleted
+    assert checked.received == 0  # then, while down, it checks the store instead of receiving
+    for r in outage_reports:
+        assert r.dispositions == () and r.deleted == ()
         assert "is unavailable" in str(r.store_outage) and str(local_redis.port) in str(r.store_outage)
     settled = [r for r in reports if r.store_outage is None]
     acknowledged = {d.message.message_id for r in settled for d in r.dispositions if d.acknowledge}
@@ -94,7 +97,9 @@ def test_when_redis_stops_mid_run_nothing_unchecked_is_deleted_and_the_consumer_
     assert handler.counts == Counter({dedup.key_of(e): 1 for e in events})  # resumed: each once
     first, second = sleep.delays_s[:2]
     assert 0.5 <= first <= 1.0 < second <= 2.0  # the backoff grows while the outage lasts
-    assert sum("none of the" in r.getMessage() and "outage #2" in r.getMessage() for r in caplog.records) == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("none of the" in m and "outage #1" in m for m in messages) == 1
+    assert sum("still down" in m and "outage #2" in m for m in messages) == 1
     assert stack.dlq_depth() == 0
 
 

@@ -67,6 +67,8 @@ def test_a_stopped_server_is_a_store_outage_and_fail_closed_decides_nothing(cloc
         store = RedisStore(redis.Redis.from_url(server.url, socket_timeout=1), clock=clock)
         dedup = Deduplicator(store)
         server.stop()
+        with pytest.raises(StoreUnavailableError):
+            store.ping()
         handled = []
         with pytest.raises(StoreUnavailableError, match="unavailable"):
             dedup.process_batch([{"id": "a", "source": "x", "detail": {"n": 1}}], handled.append)

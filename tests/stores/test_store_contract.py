@@ -128,3 +128,8 @@ def test_invalid_durations_are_rejected(store, lease_s):
 def test_empty_keys_are_rejected(store):
     with pytest.raises(ValueError, match="non-empty string"):
         store.claim([""], lease_s=5)
+
+
+def test_a_reachable_store_answers_a_ping(store):
+    store.ping()  # raises StoreUnavailableError when the backend does not answer
+    assert [c.status for c in store.claim(["after-ping"], lease_s=5)] == [C]
