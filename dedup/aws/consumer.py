@@ -87,7 +87,7 @@ class SQSConsumer:
     """Consumes one queue with a :class:`~dedup.service.Deduplicator` and a handler.
 
     * ``sqs``: a boto3 SQS client (see :func:`dedup.aws.session.aws_session`).
-    * ``queue_url``: the queue (``dedup.aws.provision.queue_url_for`` resolves a name).
+    * ``queue_url``: the queue (``dedup.aws.stack.queue_url_for`` resolves a name).
     * ``wait_time_s``: long-polling wait, at most 20.
     * ``visibility_timeout_s``: the receive's visibility timeout; ``None`` keeps the
       queue's (read at start, for the heartbeat).

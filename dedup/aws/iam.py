@@ -1,4 +1,4 @@
-"""Least-privilege policy documents for the stack that :mod:`dedup.aws.provision` builds.
+"""Least-privilege policy documents for the stack that :mod:`dedup.aws.stack` builds.
 
 Every statement names its exact actions (no wildcards) on one exact resource: the
 consumer can only receive, delete, extend visibility and read attributes on its

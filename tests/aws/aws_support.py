@@ -17,7 +17,7 @@ import pytest
 from samples import load_event
 
 from dedup.aws.embedded import EmbeddedAWS
-from dedup.aws.provision import StackConfig, StackHandles
+from dedup.aws.stack import StackConfig, StackHandles
 
 DEADLINE_S = 20.0
 VISIBILITY_TIMEOUT_S = 1  # of the test stacks: redeliveries come quickly

@@ -14,7 +14,7 @@ import pytest
 from aws_support import MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_S, Stack
 
 from dedup.aws.embedded import EmbeddedAWS
-from dedup.aws.provision import StackConfig, provision
+from dedup.aws.stack import StackConfig, provision
 
 
 @pytest.fixture(scope="session")

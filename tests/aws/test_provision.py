@@ -8,7 +8,7 @@ import pytest
 from samples import load_event
 
 from dedup.aws.producer import put_events, to_entry
-from dedup.aws.provision import StackConfig, find_stack, provision, teardown
+from dedup.aws.stack import StackConfig, find_stack, provision, teardown
 from dedup.errors import ConfigurationError
 
 pytestmark = pytest.mark.aws

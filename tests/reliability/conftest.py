@@ -15,7 +15,7 @@ import pytest
 from aws.aws_support import Stack
 
 from dedup.aws.embedded import EmbeddedAWS
-from dedup.aws.provision import StackConfig, provision
+from dedup.aws.stack import StackConfig, provision
 from dedup.localredis import LocalRedis, redis_server_binary
 
 VISIBILITY_TIMEOUT_S = 1
