@@ -31,7 +31,7 @@ from typing import Any
 import dedup
 from dedup.aws.embedded import EmbeddedAWS
 from dedup.aws.producer import DuplicateInjector, put_events, to_entry
-from dedup.aws.provision import StackConfig, StackHandles, provision, teardown
+from dedup.aws.stack import StackConfig, StackHandles, provision, teardown
 from dedup.chaos.config import ChaosConfig, WorkerSpec
 from dedup.chaos.ledger import Ledger
 from dedup.chaos.report import ChaosReport, Published, Restart, analyse

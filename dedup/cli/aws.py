@@ -196,7 +196,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _provision(args: argparse.Namespace) -> int:
-    from dedup.aws.provision import provision
+    from dedup.aws.stack import provision
 
     with _session(args) as aws:
         _warn_if_ephemeral(aws, "the stack")
@@ -210,7 +210,7 @@ def _provision(args: argparse.Namespace) -> int:
 
 
 def _teardown(args: argparse.Namespace) -> int:
-    from dedup.aws.provision import teardown
+    from dedup.aws.stack import teardown
 
     with _session(args) as aws:
         removed = teardown(aws, _stack_config(args))
@@ -220,7 +220,7 @@ def _teardown(args: argparse.Namespace) -> int:
 
 def _produce(args: argparse.Namespace) -> int:
     from dedup.aws.producer import DuplicateInjector
-    from dedup.aws.provision import find_stack
+    from dedup.aws.stack import find_stack
     from dedup.traces import logical_events
 
     with _session(args) as aws:
@@ -247,7 +247,7 @@ def _produce(args: argparse.Namespace) -> int:
 def _consume(args: argparse.Namespace) -> int:
     from dedup.aws.consumer import SQSConsumer
     from dedup.aws.lambda_handler import load_handler
-    from dedup.aws.provision import find_stack
+    from dedup.aws.stack import find_stack
 
     with _session(args) as aws:
         sqs = aws.client("sqs")
@@ -265,7 +265,7 @@ def _consume(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from dedup.aws.consumer import SQSConsumer
     from dedup.aws.producer import DuplicateInjector
-    from dedup.aws.provision import provision, teardown
+    from dedup.aws.stack import provision, teardown
     from dedup.traces import logical_events
 
     if min(args.events, args.publish_retries, args.delivery_duplicates) < 0 or args.wave_size < 1:
@@ -348,7 +348,7 @@ def _warn_if_ephemeral(aws: Any, what: str) -> None:
 
 
 def _stack_config(args: argparse.Namespace, **options: Any) -> Any:
-    from dedup.aws.provision import NICE_BRIDGE_SOURCE, StackConfig
+    from dedup.aws.stack import NICE_BRIDGE_SOURCE, StackConfig
 
     if "nice_sources" in options and not options["nice_sources"]:
         options["nice_sources"] = (NICE_BRIDGE_SOURCE,)
