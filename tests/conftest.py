@@ -1,4 +1,4 @@
-"""Shared fixtures: the clock, and a real redis-server this test session starts itself.
+"""Shared fixtures: the clock, moto's HTTP server, and a real redis-server this session starts itself.
 
 Under CI (``CI`` set) a missing or unstartable redis-server fails the Redis tests
 instead of skipping them, so CI can never pass without exercising real Redis.
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from dedup.aws.embedded import EmbeddedAWS
 from dedup.clock import ManualClock
 from dedup.localredis import LocalRedis, redis_server_binary
 
@@ -27,6 +28,18 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+@pytest.fixture(scope="session")
+def embedded_aws() -> Iterator[EmbeddedAWS]:
+    """moto's HTTP server on a loopback port, one for the whole session.
+
+    moto's state is process-wide, so a second server would share it anyway.
+    """
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        pytest.fail("AWS_ENDPOINT_URL is set: unset it, the tests start their own server")
+    with EmbeddedAWS() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Fixtures for DynamoDB stores over moto's HTTP server (not the in-process mock).
 
-``dynamodb_aws`` is one :class:`~dedup.aws.embedded.EmbeddedAWS` for the
-session; ``dynamodb_table`` provisions a fresh table per test (moto's state is
+``dynamodb_aws`` is the session's :class:`~dedup.aws.embedded.EmbeddedAWS`;
+``dynamodb_table`` provisions a fresh table per test (moto's state is
 process-wide, and other test areas reset it between their tests, so no table
 outlives its test); ``dynamodb_store_factory`` builds stores on that table.
 """
@@ -39,17 +39,15 @@ def _serialised(method: Callable[..., Any], lock: threading.Lock) -> Callable[..
 
 
 @pytest.fixture(scope="session")
-def dynamodb_aws() -> Iterator[EmbeddedAWS]:
-    """moto's HTTP server on a free loopback port for this session, with atomic item writes."""
+def dynamodb_aws(embedded_aws: EmbeddedAWS) -> Iterator[EmbeddedAWS]:
+    """The session's moto server, with atomic item writes for the rest of the session."""
     from moto.dynamodb.models import DynamoDBBackend
 
     lock = threading.Lock()
     with pytest.MonkeyPatch.context() as patch:
         for name in _MOTO_ITEM_WRITES:
             patch.setattr(DynamoDBBackend, name, _serialised(getattr(DynamoDBBackend, name), lock))
-        server = EmbeddedAWS().start()
-        yield server
-        server.stop()
+        yield embedded_aws
 
 
 @pytest.fixture(scope="session")

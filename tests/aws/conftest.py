@@ -6,24 +6,13 @@ Tests talk to it through boto3 exactly as to AWS. They never enter ``moto.mock_a
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from aws_support import MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT_S, Stack
 
 from dedup.aws.embedded import EmbeddedAWS
 from dedup.aws.stack import StackConfig, provision
-
-
-@pytest.fixture(scope="session")
-def embedded_aws() -> Iterator[EmbeddedAWS]:
-    """moto's server on a loopback port, for the whole session."""
-    if os.environ.get("AWS_ENDPOINT_URL"):
-        pytest.fail("AWS_ENDPOINT_URL is set: unset it, the tests start their own server")
-    with EmbeddedAWS() as server:
-        yield server
 
 
 @pytest.fixture

@@ -22,15 +22,6 @@ VISIBILITY_TIMEOUT_S = 1
 MAX_RECEIVE_COUNT = 2  # poison reaches the DLQ on its third receive
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[EmbeddedAWS]:
-    """moto's HTTP server on a loopback port, for the whole session."""
-    if os.environ.get("AWS_ENDPOINT_URL"):
-        pytest.fail("AWS_ENDPOINT_URL is set: unset it, the tests start their own server")
-    with EmbeddedAWS() as server:
-        yield server
-
-
 def make_stack(aws: EmbeddedAWS, **options) -> Stack:
     """A fresh, uniquely named stack on ``aws``."""
     options = {"visibility_timeout_s": VISIBILITY_TIMEOUT_S, "max_receive_count": MAX_RECEIVE_COUNT,
@@ -40,15 +31,15 @@ def make_stack(aws: EmbeddedAWS, **options) -> Stack:
 
 
 @pytest.fixture
-def stack(moto_server: EmbeddedAWS) -> Stack:
+def stack(embedded_aws: EmbeddedAWS) -> Stack:
     """A fresh stack: 1 s visibility timeout, dead-lettered after 2 receives."""
-    return make_stack(moto_server)
+    return make_stack(embedded_aws)
 
 
 @pytest.fixture
-def patient_stack(moto_server: EmbeddedAWS) -> Stack:
+def patient_stack(embedded_aws: EmbeddedAWS) -> Stack:
     """A fresh stack that dead-letters only after 5 receives (for tests that fail on purpose first)."""
-    return make_stack(moto_server, max_receive_count=5)
+    return make_stack(embedded_aws, max_receive_count=5)
 
 
 @pytest.fixture

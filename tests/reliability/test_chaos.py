@@ -11,9 +11,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.aws, pytest.mark.redis]
 
 
 @pytest.fixture(scope="module")
-def report(moto_server):
+def report(embedded_aws):
     # One kill at every point (mid_batch included, to show the gap is measured, not hidden).
-    return run_chaos(ChaosConfig.small(kills_mid_batch=1), aws=moto_server)
+    return run_chaos(ChaosConfig.small(kills_mid_batch=1), aws=embedded_aws)
 
 
 def test_under_every_fault_no_event_is_lost_and_no_duplicate_within_the_window_runs_twice(report):
