@@ -12,7 +12,8 @@ Tables:
   the times the batch's claim started and returned and the handler started and ended.
 * ``receives``: every message a consumer received (message id, envelope id, receive count).
 * ``dispositions``: what the consumer decided for each message of a settled batch.
-* ``outages``: batches a consumer left undecided because the store was down.
+* ``outages``: store outages a consumer met: a batch left undecided (``received`` > 0), or
+  a store check before receiving that failed (``received`` = 0).
 * ``ready``: consumer processes that are about to poll.
 * ``faults``: the kills the processes inflicted on themselves, with the batch's claim times.
 """
@@ -156,6 +157,7 @@ class Ledger:
             "SELECT outcome, COUNT(*) FROM dispositions WHERE deleted GROUP BY outcome"))
 
     def outage_batches(self) -> tuple[int, int]:
-        """``(batches, messages)`` left undecided because the store was down."""
-        batches, messages = self._db.execute("SELECT COUNT(*), SUM(received) FROM outages").fetchone()
-        return batches, messages or 0
+        """``(batches, failed store checks)`` while the store was down."""
+        batches, checks = self._db.execute(
+            "SELECT SUM(received > 0), SUM(received = 0) FROM outages").fetchone()
+        return batches or 0, checks or 0

@@ -151,6 +151,7 @@ class ChaosReport:
             ("consumer respawns", self.faults.get("respawns", 0)),
             ("Redis stop + restart (data lost)", self.faults.get("redis_restarts", 0)),
             ("  batches left undecided while it was down", self.faults.get("outage_batches", 0)),
+            ("  store checks that failed (nothing received)", self.faults.get("outage_checks", 0)),
             ("transient handler failures", self.faults.get("transient_failures", 0)),
             ("poison handler failures", self.faults.get("poison_failures", 0)),
             (f"slow handlers ({c.slow_s:g} s > visibility {c.visibility_timeout_s} s)", self.slow_calls),
@@ -216,11 +217,12 @@ def analyse(*, config: ChaosConfig, workload: Workload, ledger: Ledger, publishe
                                 for key in good for a, b in itertools.pairwise(effects[key]))
     dead_kinds, dead_good, poison_missing, min_count = _dead_letters(dead_letters, workload, published)
     fault_counts = collections.Counter(f"kill_{f.kind}" for f in faults)
-    outage_batches, _ = ledger.outage_batches()
+    outage_batches, outage_checks = ledger.outage_batches()
     fault_counts.update({
         "respawns": len(faults) + len(unexpected_exits),
         "redis_restarts": len(restarts),
         "outage_batches": outage_batches,
+        "outage_checks": outage_checks,
         "transient_failures": sum(c.outcome == "transient" for c in calls),
         "poison_failures": sum(c.outcome == "poison" for c in calls),
     })
