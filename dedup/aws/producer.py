@@ -190,7 +190,9 @@ class DuplicateInjector:
         It peeks: receives messages (holding them invisible for ``hold_s``), copies the
         bodies of randomly chosen ones with ``SendMessage``, then makes every peeked
         message visible again. Each peeked message's receive count goes up by one, so
-        keep ``maxReceiveCount`` above 2.
+        keep ``maxReceiveCount`` above 2. When fewer than ``count`` messages can be
+        peeked (consumers already took the rest), copies repeat the ones peeked: run
+        it while the queue still holds what it should copy.
         """
         if count <= 0:
             return []
