@@ -34,7 +34,7 @@ from dedup.errors import (
     StoreUnavailableError,
 )
 from dedup.keys import KeyStrategy, derive_key, fingerprint, key_strategy
-from dedup.stores.base import Claim, ClaimStatus, WindowStore
+from dedup.stores.base import Claim, ClaimStatus, WindowStore, duration_ms
 
 log = logging.getLogger("dedup")
 
@@ -127,9 +127,10 @@ class Deduplicator:
         _check_choice("on_missing_key", self.on_missing_key, ("raise", "pass"))
         _check_choice("on_store_down", self.on_store_down, ("fail_closed", "fail_open"))
         for name in ("window_s", "lease_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+            try:
+                duration_ms(getattr(self, name), name)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
 
     def key_of(self, event: Any, message_id: str | None = None) -> str:
         """The raw dedup key of ``event``; raises :class:`MissingKeyError`."""
@@ -155,6 +156,8 @@ class Deduplicator:
         Raises :class:`StoreUnavailableError` under ``fail_closed`` when the
         store cannot be reached to claim: no event was decided.
         """
+        if message_ids is not None and len(message_ids) != len(events):
+            raise ValueError("message_ids must match events one to one")
         ids = list(message_ids) if message_ids is not None else [None] * len(events)
         results: list[Result | None] = [None] * len(events)
         keyed: list[int] = []

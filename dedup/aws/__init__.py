@@ -19,6 +19,7 @@ _EXPORTS = {
     "find_stack": "dedup.aws.stack",
     "teardown": "dedup.aws.stack",
     "queue_url_for": "dedup.aws.stack",
+    "queue_depth": "dedup.aws.stack",
     "consumer_policy": "dedup.aws.iam",
     "producer_policy": "dedup.aws.iam",
     "queue_policy": "dedup.aws.iam",

@@ -18,7 +18,6 @@ redriven from the DLQ afterwards).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
@@ -138,7 +137,6 @@ class SQSConsumer:
         self._on_batch = on_batch
         self._stop = threading.Event()
         self._checked = False
-        self._max_receive_count: int | None = None
         self._outages_in_a_row = 0
         self._last_outage: StoreUnavailableError | None = None
         self._receive_errors_in_a_row = 0
@@ -212,9 +210,7 @@ class SQSConsumer:
             ).get("Attributes", {})
         if self.visibility_timeout_s is None:
             self.visibility_timeout_s = int(attrs.get("VisibilityTimeout", 30))
-        if "RedrivePolicy" in attrs:
-            self._max_receive_count = int(json.loads(attrs["RedrivePolicy"])["maxReceiveCount"])
-        else:
+        if "RedrivePolicy" not in attrs:
             log.warning("queue %s has no redrive policy: a message that can never be processed is "
                         "retried until its retention period ends, then lost", self.queue_url)
         self._checked = True

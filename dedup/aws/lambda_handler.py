@@ -76,6 +76,8 @@ def configured(environ: Mapping[str, str] | None = None) -> tuple[Deduplicator, 
     settings = tuple(env.get(name) for name in SETTINGS)
     if _cached is None or _cached[0] != settings:
         dedup, user_handler = from_environment(env)
+        if _cached is not None:
+            _cached[1].store.close()  # settings changed: do not leak the old connections
         _cached = (settings, dedup, user_handler)
     return _cached[1], _cached[2]
 

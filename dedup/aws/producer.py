@@ -15,7 +15,6 @@ seeded, and records exactly what it injected:
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -25,6 +24,7 @@ from typing import Any
 
 from dedup.aws.backoff import Backoff
 from dedup.aws.failures import explained
+from dedup.aws.messages import envelope_id
 from dedup.errors import ConfigurationError
 from dedup.keys import canonical_json
 
@@ -228,7 +228,7 @@ class DuplicateInjector:
             for bad in response.get("Failed", []):
                 log.error("delivery duplicate not injected: %s %s", bad.get("Code"), bad.get("Message"))
             for ok in response.get("Successful", []):
-                copied.append(_envelope_id(chunk[int(ok["Id"])]["Body"]))
+                copied.append(envelope_id(chunk[int(ok["Id"])]["Body"]) or "<no id>")
         return copied
 
     def _release(self, sqs: Any, queue_url: str, messages: Sequence[dict[str, Any]]) -> None:
@@ -237,11 +237,3 @@ class DuplicateInjector:
             sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=[
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
                 for i, m in enumerate(chunk)])
-
-
-def _envelope_id(body: str) -> str:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return "<not JSON>"
-    return str(value.get("id", "<no id>")) if isinstance(value, dict) else "<not an object>"

@@ -221,6 +221,17 @@ def queue_url_for(sqs: Any, name: str) -> str:
         return sqs.get_queue_url(QueueName=name)["QueueUrl"]
 
 
+_DEPTH_ATTRIBUTES = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                     "ApproximateNumberOfMessagesDelayed")
+
+
+def queue_depth(sqs: Any, queue_url: str) -> int:
+    """Messages on a queue: visible, in flight and delayed (SQS's approximate counts)."""
+    with explained(sqs, "sqs:GetQueueAttributes", queue_url):
+        attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(_DEPTH_ATTRIBUTES))
+    return sum(int(attrs["Attributes"].get(name, 0)) for name in _DEPTH_ATTRIBUTES)
+
+
 # ---- convergence steps --------------------------------------------------------
 
 

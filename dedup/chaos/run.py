@@ -31,7 +31,7 @@ from typing import Any
 import dedup
 from dedup.aws.embedded import EmbeddedAWS
 from dedup.aws.producer import DuplicateInjector, put_events, to_entry
-from dedup.aws.stack import StackConfig, StackHandles, provision, teardown
+from dedup.aws.stack import StackConfig, StackHandles, provision, queue_depth, teardown
 from dedup.chaos.config import ChaosConfig, WorkerSpec
 from dedup.chaos.ledger import Ledger
 from dedup.chaos.report import ChaosReport, Published, Restart, analyse
@@ -298,11 +298,7 @@ class _ChaosRun:
 
     def _depth(self, queue_url: str | None = None) -> int:
         assert self.handles is not None
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                 "ApproximateNumberOfMessagesDelayed"]
-        attrs = self.sqs.get_queue_attributes(QueueUrl=queue_url or self.handles.queue_url,
-                                              AttributeNames=names)["Attributes"]
-        return sum(int(attrs.get(name, 0)) for name in names)
+        return queue_depth(self.sqs, queue_url or self.handles.queue_url)
 
     def _dead_letters(self) -> list[dict[str, Any]]:
         """Every message on the DLQ (received, kept invisible, not deleted)."""

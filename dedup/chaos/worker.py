@@ -15,7 +15,6 @@ timeout for slow ones.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ from typing import Any
 from dedup.aws.backoff import Backoff
 from dedup.aws.consumer import BatchReport, SQSConsumer
 from dedup.aws.embedded import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
+from dedup.aws.messages import envelope_id
 from dedup.aws.session import AwsSession
 from dedup.chaos.config import WorkerSpec
 from dedup.chaos.ledger import Call, Fault, Ledger, Receive
@@ -136,21 +136,9 @@ class ChaosHandler:
         self.kill_switch.hit("mid_batch")
 
     def _record(self, key: str, event: Mapping[str, Any], outcome: str, start_s: float) -> None:
-        self.ledger.record_call(Call(key, _text_or_none(event.get("id")), os.getpid(), outcome,
+        event_id = event.get("id") if isinstance(event.get("id"), str) else None
+        self.ledger.record_call(Call(key, event_id, os.getpid(), outcome,
                                      *self.kill_switch.claim_s, start_s, SYSTEM_CLOCK.now_s()))
-
-
-def envelope_id(body: str) -> str | None:
-    """The envelope ``id`` of a message body, or ``None`` when it has none."""
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return _text_or_none(value.get("id")) if isinstance(value, dict) else None
-
-
-def _text_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _dispositions_recorder(ledger: Ledger) -> Callable[[BatchReport], None]:

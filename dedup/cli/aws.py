@@ -265,7 +265,7 @@ def _consume(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from dedup.aws.consumer import SQSConsumer
     from dedup.aws.producer import DuplicateInjector
-    from dedup.aws.stack import provision, teardown
+    from dedup.aws.stack import provision, queue_depth, teardown
     from dedup.traces import logical_events
 
     if min(args.events, args.publish_retries, args.delivery_duplicates) < 0 or args.wave_size < 1:
@@ -300,7 +300,7 @@ def _demo(args: argparse.Namespace) -> int:
                     sent += report.sent
                     copies = injector.duplicate_deliveries(sqs, handles.queue_url, deliveries[n])
                     consumer.run(max_messages=report.sent + len(copies), max_idle_s=10)
-            left, dead = _depth(sqs, handles.queue_url), _depth(sqs, handles.dlq_url)
+            left, dead = queue_depth(sqs, handles.queue_url), queue_depth(sqs, handles.dlq_url)
         finally:
             if not args.keep:
                 teardown(aws, stack)
@@ -377,13 +377,6 @@ def _waves(events: Sequence[Any], publish_retries: int, wave_size: int,
     count = _wave_count(events, wave_size)
     retries = Counter(rng.randrange(count) for _ in range(publish_retries))
     return [(events[i * wave_size:(i + 1) * wave_size], retries[i]) for i in range(count)]
-
-
-def _depth(sqs: Any, queue_url: str) -> int:
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-             "ApproximateNumberOfMessagesDelayed"]
-    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
-    return sum(int(attrs.get(name, 0)) for name in names)
 
 
 def _progress(total: int | None, desc: str) -> Any:

@@ -47,7 +47,7 @@ def cached_frame(config: TraceConfig, cache: bool | None = None) -> pd.DataFrame
         return pd.read_pickle(path)
     frame = generate_frame(config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two processes may generate the same trace
     frame.to_pickle(tmp)
     tmp.replace(path)  # atomic: a reader never sees half a file
     return frame

@@ -32,7 +32,6 @@ from dedup.traces.catalogue import (
 )
 from dedup.traces.config import TraceConfig
 
-_DAY_MS = 86_400_000.0
 _HOUR_MS = 3_600_000.0
 _VOICE, _CHAT, _NO_MEDIA = MEDIA.index("voice"), MEDIA.index("chat"), MEDIA.index("none")
 _ORIGINAL, _DELIVERY, _PUBLISH, _LATE = range(4)
