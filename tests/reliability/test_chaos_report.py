@@ -110,13 +110,21 @@ def test_a_message_deleted_without_being_checked_is_a_failure(workload, ledger):
                                "{'bad_input': 1, 'processed': 1}"]
 
 
-def test_a_slow_message_received_again_while_its_handler_ran_means_the_heartbeat_failed(workload, ledger):
+def every_good_event_handled_once(workload, ledger) -> tuple[int, float]:
+    """Record one effect per good event, the slow one's handler running until 40 s.
+
+    Returns the slow event's index and when its message was first taken.
+    """
     (slow,) = workload.slow_keys
     for i, key in enumerate(workload.good_keys):
         ledger.record_call(effect(key, claim_s=10.0 + i, envelope_id=f"env-{i}",
                                   end_s=40.0 if key == slow else None))
     index = workload.good_keys.index(slow)
-    taken_s = 9.0 + index
+    return index, 9.0 + index
+
+
+def test_a_slow_message_received_again_while_its_handler_ran_means_the_heartbeat_failed(workload, ledger):
+    index, taken_s = every_good_event_handled_once(workload, ledger)
     ledger.record_receives([Receive("m-slow", f"env-{index}", 1, 1, taken_s),  # taken by pid 1
                             Receive("m-slow", f"env-{index}", 2, 2, 30.0)])  # seen by pid 2 mid-handler
     report = reconcile(workload, ledger)
@@ -126,12 +134,7 @@ def test_a_slow_message_received_again_while_its_handler_ran_means_the_heartbeat
 
 def test_a_copy_handed_to_two_consumers_at_once_is_a_concurrent_delivery_not_a_heartbeat_failure(
         workload, ledger):
-    (slow,) = workload.slow_keys
-    for i, key in enumerate(workload.good_keys):
-        ledger.record_call(effect(key, claim_s=10.0 + i, envelope_id=f"env-{i}",
-                                  end_s=40.0 if key == slow else None))
-    index = workload.good_keys.index(slow)
-    taken_s = 9.0 + index
+    index, taken_s = every_good_event_handled_once(workload, ledger)
     ledger.record_receives([Receive("m-slow", f"env-{index}", 2, 1, taken_s),  # moto sometimes hands
                             Receive("m-slow", f"env-{index}", 2, 2, taken_s + 0.01)])  # one message to two
     report = reconcile(workload, ledger)
