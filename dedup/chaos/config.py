@@ -36,7 +36,8 @@ class ChaosConfig:
     heartbeat must cover them).
 
     Faults: ``kills_after_claim`` / ``kills_mid_batch`` / ``kills_before_delete``
-    SIGKILLs (each at a claim / effect / delete call drawn from ``kill_at_calls``),
+    SIGKILLs, each triggered by its own good event (the first consumer to claim it / to
+    record its effect / to delete its message dies, once), so every planned kill happens,
     ``redis_restarts`` stops of the dedup Redis for ``outage_s`` each (its data is lost).
 
     Timing: ``visibility_timeout_s`` of the queue; ``lease_s`` above a batch's longest
@@ -60,7 +61,6 @@ class ChaosConfig:
     kills_after_claim: int = 3
     kills_mid_batch: int = 0
     kills_before_delete: int = 3
-    kill_at_calls: tuple[int, int] = (2, 12)
     redis_restarts: int = 1
     outage_s: float = 3.0
     visibility_timeout_s: int = 2
@@ -80,12 +80,9 @@ class ChaosConfig:
         for name in ("publish_retry_rate", "delivery_duplicate_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigurationError(f"{name} must be within 0..1, got {getattr(self, name)}")
-        if self.transient + self.slow > self.events:
-            raise ConfigurationError("transient + slow events cannot exceed events")
-        low, high = self.kill_at_calls
-        if not 1 <= low <= high:
-            raise ConfigurationError(f"kill_at_calls must be (low, high) with 1 <= low <= high, got "
-                                     f"{self.kill_at_calls}")
+        if self.transient + self.slow + sum(self.kills.values()) > self.events:
+            raise ConfigurationError("transient + slow events + kills cannot exceed events (each takes "
+                                     "its own event)")
         if self.slow and self.slow_s <= self.visibility_timeout_s:
             raise ConfigurationError(f"slow_s ({self.slow_s}) must exceed visibility_timeout_s "
                                      f"({self.visibility_timeout_s}), or the heartbeat is not exercised")
@@ -122,7 +119,7 @@ class ChaosConfig:
     def small(cls, **changes: Any) -> ChaosConfig:
         """A run of a few hundred messages and every fault kind, for tests and notebooks."""
         base = cls(events=200, consumers=3, wave_size=100, poison_per_kind=1, transient=4, slow=2,
-                   slow_s=1.5, kills_after_claim=1, kills_before_delete=1, kill_at_calls=(1, 3),
+                   slow_s=1.5, kills_after_claim=1, kills_before_delete=1,
                    outage_s=1.5, visibility_timeout_s=1, lease_s=4.0, max_receive_count=10,
                    settle_timeout_s=120.0)
         return base.replace(**changes) if changes else base
@@ -146,8 +143,7 @@ class WorkerSpec:
     slow_keys: tuple[str, ...] = ()
     transient_keys: tuple[str, ...] = ()
     poison_keys: tuple[str, ...] = ()
-    kill_point: str | None = None
-    kill_at: int = 0
+    kill_keys: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # by kill point
 
     def dump(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self)))
@@ -157,4 +153,5 @@ class WorkerSpec:
         raw = json.loads(Path(path).read_text())
         for name in ("slow_keys", "transient_keys", "poison_keys"):
             raw[name] = tuple(raw[name])
+        raw["kill_keys"] = {point: tuple(keys) for point, keys in raw["kill_keys"].items()}
         return cls(**raw)

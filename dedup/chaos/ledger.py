@@ -15,7 +15,8 @@ Tables:
 * ``outages``: store outages a consumer met: a batch left undecided (``received`` > 0), or
   a store check before receiving that failed (``received`` = 0).
 * ``ready``: consumer processes that are about to poll.
-* ``faults``: the kills the processes inflicted on themselves, with the batch's claim times.
+* ``faults``: the kills the processes inflicted on themselves (one per kill point and trigger
+  key), with the batch's claim times.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ CREATE TABLE IF NOT EXISTS dispositions (
 CREATE TABLE IF NOT EXISTS outages (pid INTEGER NOT NULL, at_s REAL NOT NULL, received INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ready (pid INTEGER NOT NULL, slot INTEGER NOT NULL, at_s REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS faults (
-    pid INTEGER NOT NULL, kind TEXT NOT NULL, at_s REAL NOT NULL,
-    claim_start_s REAL, claim_end_s REAL);
+    pid INTEGER NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, at_s REAL NOT NULL,
+    claim_start_s REAL, claim_end_s REAL, UNIQUE (kind, key));
 """
 
 
@@ -71,10 +72,11 @@ class Receive:
 
 @dataclass(frozen=True)
 class Fault:
-    """A kill a consumer process inflicted on itself (``kind`` is the kill point)."""
+    """A kill a consumer process inflicted on itself (``kind`` is the kill point, ``key`` its trigger)."""
 
     pid: int
     kind: str
+    key: str
     at_s: float
     claim_start_s: float | None
     claim_end_s: float | None
@@ -125,9 +127,11 @@ class Ledger:
     def record_ready(self, pid: int, slot: int, at_s: float) -> None:
         self._db.execute("INSERT INTO ready VALUES (?, ?, ?)", (pid, slot, at_s))
 
-    def record_fault(self, fault: Fault) -> None:
-        self._db.execute("INSERT INTO faults VALUES (?, ?, ?, ?, ?)", (
-            fault.pid, fault.kind, fault.at_s, fault.claim_start_s, fault.claim_end_s))
+    def record_fault(self, fault: Fault) -> bool:
+        """Record ``fault`` unless its kind and key are recorded already (by any process): whether it was."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO faults VALUES (?, ?, ?, ?, ?, ?)", (
+            fault.pid, fault.kind, fault.key, fault.at_s, fault.claim_start_s, fault.claim_end_s))
+        return cursor.rowcount == 1
 
     # ---- reads (the analysis) ----------------------------------------------------
 

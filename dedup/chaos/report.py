@@ -264,6 +264,7 @@ def _cause(first: Call, second: Call, faults: list[Fault], restarts: tuple[Resta
     The crash comes first: it alone re-runs the effect, whether or not Redis lost data later.
     """
     for f in faults:
+        # the whole batch: every effect of it before the kill is re-run, not only the trigger's
         if f.kind == "mid_batch" and f.pid == first.pid and f.claim_start_s == first.claim_start_s:
             return CAUSE_CRASH
     for r in restarts:

@@ -80,7 +80,6 @@ class _ChaosRun:
         self.stack: StackConfig | None = None
         self.handles: StackHandles | None = None
         self.procs: dict[int, subprocess.Popen] = {}
-        self.plans: list[collections.deque[tuple[str, int]]] = []
         self.unexpected_exits: list[str] = []
         self.restarts: list[Restart] = []
         self._spawned = 0
@@ -115,7 +114,6 @@ class _ChaosRun:
         self.handles = provision(self.aws, self.stack)
         self.sqs, self.events = self.aws.client("sqs"), self.aws.client("events")
         ledger = self.ledger = Ledger(self.dir / "ledger.sqlite")
-        self.plans = self._kill_plans()
         log.info("chaos run: %d events, %d consumers, seed %d, faults planned: kills %s, "
                  "%d Redis restart(s); work dir %s", config.events, config.consumers, config.seed,
                  config.kills, config.redis_restarts, self.dir)
@@ -208,15 +206,6 @@ class _ChaosRun:
 
     # ---- faults -----------------------------------------------------------------
 
-    def _kill_plans(self) -> list[collections.deque[tuple[str, int]]]:
-        points = [point for point, count in self.config.kills.items() for _ in range(count)]
-        self.rng.shuffle(points)
-        plans: list[collections.deque[tuple[str, int]]] = [collections.deque()
-                                                            for _ in range(self.config.consumers)]
-        for i, point in enumerate(points):
-            plans[i % self.config.consumers].append((point, self.rng.randint(*self.config.kill_at_calls)))
-        return plans
-
     def _restart_redis(self) -> None:
         stop_begin_s = SYSTEM_CLOCK.now_s()
         self.redis.stop()
@@ -234,7 +223,6 @@ class _ChaosRun:
     def _spawn(self, slot: int) -> None:
         workload = self.workload
         assert self.handles is not None and self.ledger is not None and workload is not None
-        point, at = self.plans[slot].popleft() if self.plans[slot] else (None, 0)
         spec = WorkerSpec(
             slot=slot, endpoint_url=self.aws.endpoint_url, region=self.aws.region,
             queue_url=self.handles.queue_url, redis_url=self.redis.url, ledger_path=str(self.ledger.path),
@@ -242,7 +230,7 @@ class _ChaosRun:
             window_s=self.config.window_s, slow_s=self.config.slow_s,
             transient_failures=self.config.transient_failures, slow_keys=workload.slow_keys,
             transient_keys=workload.transient_keys, poison_keys=workload.handler_poison_keys,
-            kill_point=point, kill_at=at,
+            kill_keys=workload.kill_keys,
         )
         self._spawned += 1
         path = self.dir / f"worker-{slot}-{self._spawned}.json"

@@ -1,12 +1,15 @@
 """One consumer process of a chaos run: ``python -m dedup.chaos.worker SPEC.json``.
 
 A real :class:`~dedup.aws.consumer.SQSConsumer` on the run's moto server and
-Redis, with three hooks the parent arms through the spec (a per-process plan:
-"SIGKILL yourself at the N-th call of point P"):
+Redis, with three hooks the parent arms through the spec (trigger keys by kill
+point: "the first process to reach point P with event K SIGKILLs itself", once
+across all processes, decided by the ledger):
 
 * the store's ``claim`` (``after_claim``: the batch is claimed, no handler ran),
 * the handler, after its effect (``mid_batch``: effects recorded, batch not completed),
 * the SQS client's ``delete_message_batch`` (``before_delete``: completed, not deleted).
+
+Every good event is eventually claimed, handled and deleted, so every planned kill happens.
 
 The handler records its effects in the :class:`~dedup.chaos.ledger.Ledger`, fails
 on purpose for transient and poison events, and sleeps past the visibility
@@ -20,17 +23,18 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from dedup.aws.backoff import Backoff
 from dedup.aws.consumer import BatchReport, SQSConsumer
 from dedup.aws.embedded import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY
-from dedup.aws.messages import envelope_id
+from dedup.aws.messages import envelope_id, parse_body
 from dedup.aws.session import AwsSession
 from dedup.chaos.config import WorkerSpec
 from dedup.chaos.ledger import Call, Fault, Ledger, Receive
 from dedup.clock import SYSTEM_CLOCK
+from dedup.errors import BadMessageError, MissingKeyError
 from dedup.service import Deduplicator
 from dedup.stores.base import Claim, ClaimStatus
 from dedup.stores.redis import RedisStore
@@ -46,23 +50,21 @@ class InjectedFailure(RuntimeError):
 
 
 class KillSwitch:
-    """SIGKILLs this process at the ``at``-th hit of ``point``, after writing the fault to the ledger."""
+    """SIGKILLs this process when it reaches a kill point with that point's trigger key, unless
+    some process already did (the ledger records each fault once, before the kill)."""
 
-    def __init__(self, point: str | None, at: int, ledger: Ledger) -> None:
-        self.point = point
-        self.at = at
+    def __init__(self, kill_keys: Mapping[str, Sequence[str]], ledger: Ledger) -> None:
+        self.kill_keys = {point: frozenset(keys) for point, keys in kill_keys.items()}
         self.ledger = ledger
-        self.hits = 0
         # When the batch being handled was claimed (set by the store, read by the handler and the fault).
         self.claim_s: tuple[float | None, float | None] = (None, None)
 
-    def hit(self, point: str) -> None:
-        if point != self.point:
-            return
-        self.hits += 1
-        if self.hits == self.at:
-            self.ledger.record_fault(Fault(os.getpid(), point, SYSTEM_CLOCK.now_s(), *self.claim_s))
-            os.kill(os.getpid(), signal.SIGKILL)
+    def hit(self, point: str, keys: Iterable[str | None]) -> None:
+        triggers = self.kill_keys.get(point, frozenset())
+        for key in keys:
+            if key in triggers and self.ledger.record_fault(
+                    Fault(os.getpid(), point, key, SYSTEM_CLOCK.now_s(), *self.claim_s)):
+                os.kill(os.getpid(), signal.SIGKILL)
 
 
 class HookedRedisStore(RedisStore):
@@ -77,18 +79,20 @@ class HookedRedisStore(RedisStore):
         start_s = SYSTEM_CLOCK.now_s()
         claims = super().claim(keys, lease_s, fingerprints=fingerprints, slide_s=slide_s)
         self.kill_switch.claim_s = (start_s, SYSTEM_CLOCK.now_s())
-        if any(c.status is ClaimStatus.CLAIMED for c in claims):
-            self.kill_switch.hit("after_claim")
+        self.kill_switch.hit("after_claim", (k for k, c in zip(keys, claims, strict=True)
+                                             if c.status is ClaimStatus.CLAIMED))
         return claims
 
 
 class HookedSQS:
     """Forwards to a boto3 SQS client; records receives and can die before a delete."""
 
-    def __init__(self, client: Any, ledger: Ledger, kill_switch: KillSwitch) -> None:
+    def __init__(self, client: Any, ledger: Ledger, kill_switch: KillSwitch, dedup: Deduplicator) -> None:
         self._client = client
         self._ledger = ledger
         self._kill_switch = kill_switch
+        self._dedup = dedup
+        self._keys: dict[str, str | None] = {}  # receipt handle -> dedup key, until deleted
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -100,11 +104,20 @@ class HookedSQS:
             Receive(m["MessageId"], envelope_id(m.get("Body", "")),
                     int(m.get("Attributes", {}).get("ApproximateReceiveCount", 0)) or None, pid, now_s)
             for m in response.get("Messages", []))
+        for m in response.get("Messages", []):
+            self._keys[m["ReceiptHandle"]] = self._key_of(m.get("Body", ""))
         return response
 
     def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
-        self._kill_switch.hit("before_delete")
+        self._kill_switch.hit("before_delete", [self._keys.pop(e["ReceiptHandle"], None)
+                                                for e in kwargs.get("Entries", [])])
         return self._client.delete_message_batch(**kwargs)
+
+    def _key_of(self, body: str) -> str | None:
+        try:
+            return self._dedup.key_of(parse_body(body))
+        except (BadMessageError, MissingKeyError):  # poison: never a trigger; the consumer reports it
+            return None
 
 
 class ChaosHandler:
@@ -133,7 +146,7 @@ class ChaosHandler:
         if key in self._slow:
             time.sleep(self.spec.slow_s)  # the fault itself: a handler slower than the visibility timeout
         self._record(key, event, "effect", start_s)
-        self.kill_switch.hit("mid_batch")
+        self.kill_switch.hit("mid_batch", (key,))
 
     def _record(self, key: str, event: Mapping[str, Any], outcome: str, start_s: float) -> None:
         event_id = event.get("id") if isinstance(event.get("id"), str) else None
@@ -158,17 +171,17 @@ def _dispositions_recorder(ledger: Ledger) -> Callable[[BatchReport], None]:
 def run_worker(spec: WorkerSpec) -> None:
     """Consume until SIGTERM (or until a planned SIGKILL)."""
     ledger = Ledger(spec.ledger_path)
-    kill_switch = KillSwitch(spec.kill_point, spec.kill_at, ledger)
+    kill_switch = KillSwitch(spec.kill_keys, ledger)
     store = HookedRedisStore(spec.redis_url, kill_switch)
     dedup = Deduplicator(store, key="auto", window_s=spec.window_s, lease_s=spec.lease_s)
     aws = AwsSession("endpoint", spec.region, endpoint_url=spec.endpoint_url,
                      credentials=(TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY))
-    sqs = HookedSQS(aws.client("sqs"), ledger, kill_switch)
+    sqs = HookedSQS(aws.client("sqs"), ledger, kill_switch, dedup)
     consumer = SQSConsumer(sqs, spec.queue_url, dedup, ChaosHandler(dedup, ledger, spec, kill_switch),
                            wait_time_s=1, visibility_timeout_s=spec.visibility_timeout_s,
                            outage_backoff=OUTAGE_BACKOFF, on_batch=_dispositions_recorder(ledger))
-    log.info("consumer slot %d (pid %d) started; kill plan: %s", spec.slot, os.getpid(),
-             f"{spec.kill_point} at call {spec.kill_at}" if spec.kill_point else "none")
+    log.info("consumer slot %d (pid %d) started; kill triggers: %s", spec.slot, os.getpid(),
+             {point: len(keys) for point, keys in spec.kill_keys.items()})
     ledger.record_ready(os.getpid(), spec.slot, SYSTEM_CLOCK.now_s())
     try:
         stats = consumer.run()

@@ -27,6 +27,7 @@ class Workload:
     not_json: tuple[str, ...]  # raw bodies that are not JSON
     transient_keys: tuple[str, ...]
     slow_keys: tuple[str, ...]
+    kill_keys: dict[str, tuple[str, ...]]  # by kill point: the good events whose handling triggers a kill
 
 
 def build_workload(config: ChaosConfig) -> Workload:
@@ -36,7 +37,8 @@ def build_workload(config: ChaosConfig) -> Workload:
     strategy = key_strategy(KEY_SPEC)
     keys = [derive_key(strategy, e) for e in events[:n + p]]
     rng = random.Random(config.seed)
-    picks = rng.sample(range(n), config.transient + config.slow)
+    picks = rng.sample(range(n), config.transient + config.slow + sum(config.kills.values()))
+    kill_picks = iter(picks[config.transient + config.slow:])
     return Workload(
         good=tuple(events[:n]),
         good_keys=tuple(keys[:n]),
@@ -45,5 +47,7 @@ def build_workload(config: ChaosConfig) -> Workload:
         keyless=tuple({**e, "detail": {POISON_MARKER: f"keyless-{i}"}} for i, e in enumerate(events[n + p:])),
         not_json=tuple(f"<html>{NOT_JSON_MARKER}-{i}: 502 Bad Gateway</html>" for i in range(p)),
         transient_keys=tuple(keys[i] for i in picks[:config.transient]),
-        slow_keys=tuple(keys[i] for i in picks[config.transient:]),
+        slow_keys=tuple(keys[i] for i in picks[config.transient:config.transient + config.slow]),
+        kill_keys={point: tuple(keys[next(kill_picks)] for _ in range(count))
+                   for point, count in config.kills.items()},
     )

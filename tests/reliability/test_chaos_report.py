@@ -65,7 +65,8 @@ def test_a_second_effect_nothing_explains_is_a_failure_and_explained_ones_are_no
     ledger.record_call(effect(after_restart, claim_s=99.0))
     ledger.record_call(effect(after_restart, claim_s=104.0))  # claimed on the restarted, empty server
     ledger.record_call(effect(after_crash, pid=7, claim_s=50.0))
-    ledger.record_fault(Fault(7, "mid_batch", 50.5, 50.0, 50.01))  # killed before completing that batch
+    # killed before completing that batch
+    ledger.record_fault(Fault(7, "mid_batch", after_crash, 50.5, 50.0, 50.01))
     ledger.record_call(effect(after_crash, pid=8, claim_s=60.0))
     report = reconcile(workload, ledger)
     assert report.extra_effects == {CAUSE_NONE: 1, CAUSE_REDIS: 1, CAUSE_CRASH: 1}
@@ -140,3 +141,20 @@ def test_a_copy_handed_to_two_consumers_at_once_is_a_concurrent_delivery_not_a_h
     report = reconcile(workload, ledger)
     assert report.slow_rereceived == 0 and report.concurrent_deliveries == 1
     assert report.ok
+
+
+def test_each_trigger_kills_once_whichever_process_reaches_it_first(tmp_path):
+    with Ledger(tmp_path / "l.sqlite") as first, Ledger(tmp_path / "l.sqlite") as second:
+        assert first.record_fault(Fault(1, "after_claim", "k", 1.0, 0.5, 0.6))
+        assert not second.record_fault(Fault(2, "after_claim", "k", 2.0, 1.5, 1.6))  # a redelivery
+        assert second.record_fault(Fault(2, "before_delete", "k", 3.0, 2.5, 2.6))  # another point
+        assert first.fault_pids() == {1, 2}
+
+
+def test_the_workload_gives_every_planned_kill_its_own_good_event():
+    config = ChaosConfig.small(kills_mid_batch=2)
+    workload = build_workload(config)
+    triggers = [k for keys in workload.kill_keys.values() for k in keys]
+    assert {p: len(k) for p, k in workload.kill_keys.items()} == config.kills
+    assert len(set(triggers)) == len(triggers) and set(triggers) <= set(workload.good_keys)
+    assert not set(triggers) & set(workload.slow_keys + workload.transient_keys)
