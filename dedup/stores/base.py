@@ -122,7 +122,7 @@ class WindowStore(ABC):
     ) -> list[Claim]:
         """Claim every key for ``lease_s`` seconds, atomically per key, in one call.
 
-        ``fingerprints`` (one per key) are recorded for payload validation.
+        ``fingerprints`` (one per key, strings without commas) are recorded for payload validation.
         ``slide_s`` makes a DUPLICATE sighting extend the record to now + slide_s
         (the ``sliding`` window mode). A key repeated within ``keys`` is claimed
         once; its later copies report IN_FLIGHT.
@@ -134,6 +134,8 @@ class WindowStore(ABC):
         fps = list(fingerprints) if fingerprints is not None else [""] * len(keys)
         if len(fps) != len(keys):
             raise ValueError("fingerprints must match keys one to one")
+        if fingerprints is not None and any(not isinstance(f, str) or "," in f for f in fps):
+            raise ValueError("fingerprints must be strings without commas (e.g. hex digests)")
         skeys = [self.storage_key(k) for k in keys]
         tokens = self._new_tokens(len(keys))
         outcomes = self._call(

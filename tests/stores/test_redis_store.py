@@ -117,3 +117,26 @@ def test_eight_processes_racing_for_the_same_keys_claim_each_exactly_once(redis_
     for p in procs:
         p.join(timeout=30)
     assert sorted(claimed) == sorted(keys)
+
+
+def test_a_complete_that_is_not_ours_leaves_the_holders_record_and_its_expiry_as_they_were(redis_client):
+    clock = ManualClock(1_000.0)
+    store = RedisStore(redis_client, clock=clock, prefix="notours:")
+    stale = store.claim(["k"], lease_s=10)
+    clock.advance(11)  # our lease lapsed; another consumer claims the key
+    holder = store.claim(["k"], lease_s=30, fingerprints=["ab12"])
+    skey = holder[0].storage_key
+    record, ttl_ms = redis_client.get(skey), redis_client.pttl(skey)
+    clock.advance(4)
+    assert store.complete(stale, window_s=600) == [False]
+    assert redis_client.get(skey) == record
+    assert 25_000 - 100 <= redis_client.pttl(skey) <= 26_000  # what was left of the holder's lease
+    assert ttl_ms > redis_client.pttl(skey)
+    assert store.complete(holder, window_s=600) == [True]
+
+
+def test_a_fingerprint_with_a_comma_is_refused_before_anything_is_written(redis_client, clock):
+    store = RedisStore(redis_client, clock=clock, prefix="comma:")
+    with pytest.raises(ValueError, match="without commas"):
+        store.claim(["a", "b"], lease_s=10, fingerprints=["ok", "not,ok"])
+    assert redis_client.keys("comma:*") == []

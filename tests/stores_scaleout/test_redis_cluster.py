@@ -41,6 +41,16 @@ def node_of(cluster: LocalRedisCluster, store: RedisStore, key: str) -> int:
 NOT_ROUND_TRIPS = {"get", "set", "del", "hello", "client|setinfo", "info"}
 
 
+def owner_ports(cluster: LocalRedisCluster, slot: int) -> list[int]:
+    """The port of ``slot``'s owner as each node sees it."""
+    ports = []
+    for node in cluster.nodes:
+        with redis.Redis(port=node.port) as client:
+            ranges = client.execute_command("CLUSTER SLOTS")
+        ports += [int(r[2][1]) for r in ranges if int(r[0]) <= slot <= int(r[1])]
+    return ports
+
+
 def command_calls(cluster: LocalRedisCluster) -> list[dict[str, int]]:
     """Client commands served so far per command name, per running node."""
     calls = []
@@ -140,9 +150,18 @@ def test_when_a_slot_moves_under_the_client_then_the_scripts_follow_it(redis_clu
     target = (source + 1) % 3
     with redis.Redis(port=redis_cluster.nodes[target].port) as client:
         target_id = client.cluster("MYID")
+    slot = store.client.keyslot(skey)
     for index in (target, *(i for i in range(3) if i != target)):  # an empty slot changes owner
         with redis.Redis(port=redis_cluster.nodes[index].port) as client:
-            client.execute_command("CLUSTER SETSLOT", store.client.keyslot(skey), "NODE", target_id)
+            client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+    # Without a higher config epoch, the old owner's gossip can hand the slot back to it.
+    with redis.Redis(port=redis_cluster.nodes[target].port) as client:
+        client.execute_command("CLUSTER BUMPEPOCH")
+    wanted = redis_cluster.nodes[target].port
+    deadline = time.monotonic() + 10
+    while sorted(set(owner_ports(redis_cluster, slot))) != [wanted]:
+        assert time.monotonic() < deadline, f"the nodes never agreed on slot {slot}'s new owner"
+        time.sleep(0.05)
 
     claims = store.claim(["evt"], lease_s=30)  # sent to the old owner, which answers MOVED
     assert [c.status for c in claims] == [CLAIMED]
