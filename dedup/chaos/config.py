@@ -41,8 +41,10 @@ class ChaosConfig:
     ``redis_restarts`` stops of the dedup Redis for ``outage_s`` each (its data is lost).
 
     Timing: ``visibility_timeout_s`` of the queue; ``lease_s`` above a batch's longest
-    run; ``max_receive_count`` high enough that a message held by a killed consumer's
-    lease is reclaimed before it is dead-lettered; ``window_s`` longer than the run,
+    run; ``max_receive_count`` high enough that a message held by killed consumers'
+    leases twice over (two kill triggers in one batch) is reclaimed before it is
+    dead-lettered (a tighter limit dead-letters a good copy now and then on a slow
+    machine); ``window_s`` longer than the run,
     so every duplicate arrives within the window.
     """
 
@@ -66,7 +68,7 @@ class ChaosConfig:
     visibility_timeout_s: int = 2
     lease_s: float = 10.0
     window_s: float = 3_600.0
-    max_receive_count: int = 12
+    max_receive_count: int = 16
     settle_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
@@ -93,10 +95,11 @@ class ChaosConfig:
             raise ConfigurationError("window_s must exceed settle_timeout_s, so every duplicate arrives "
                                      "within the window")
         receives_while_held = self.lease_s / self.visibility_timeout_s
-        if self.max_receive_count < receives_while_held + 4:
+        if self.max_receive_count < 2 * (receives_while_held + 1) + 4:
             log.warning("max_receive_count %d leaves little room: a message held by a killed consumer's "
-                        "lease is received about %d times before it can be claimed again, so good "
-                        "events may be dead-lettered", self.max_receive_count, receives_while_held)
+                        "lease is received about %d times before it can be claimed again (twice that "
+                        "when two kills hit its batch), so good events may be dead-lettered",
+                        self.max_receive_count, receives_while_held)
 
     @property
     def publish_retries(self) -> int:
@@ -120,7 +123,7 @@ class ChaosConfig:
         """A run of a few hundred messages and every fault kind, for tests and notebooks."""
         base = cls(events=200, consumers=3, wave_size=100, poison_per_kind=1, transient=4, slow=2,
                    slow_s=1.5, kills_after_claim=1, kills_before_delete=1,
-                   outage_s=1.5, visibility_timeout_s=1, lease_s=4.0, max_receive_count=10,
+                   outage_s=1.5, visibility_timeout_s=1, lease_s=4.0, max_receive_count=14,
                    settle_timeout_s=120.0)
         return base.replace(**changes) if changes else base
 
