@@ -4,9 +4,11 @@ Per batch: receive up to 10 messages (long polling), parse every body, claim the
 whole batch in one store call (:meth:`Deduplicator.process_batch`), run the handler
 on new events while a heartbeat keeps the batch invisible, then delete, with
 ``DeleteMessageBatch``, only the processed messages and completed duplicates.
-Everything else stays on the queue: IN_FLIGHT copies and handler failures return
-after the visibility timeout; bad bodies and keyless events return too and reach
-the dead-letter queue after ``maxReceiveCount`` receives. A store outage deletes
+Everything else stays on the queue: handler failures return after the visibility
+timeout; IN_FLIGHT copies (another consumer holds their key) are hidden until that
+claim's lease has surely run out, since receiving them sooner would only spend
+their receive counts; bad bodies and keyless events return too and reach the
+dead-letter queue after ``maxReceiveCount`` receives. A store outage deletes
 nothing and backs off. Delete failures are retried and reported, never ignored.
 
 Every receive counts towards ``maxReceiveCount``, including receives during a
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 10  # SQS ReceiveMessage / DeleteMessageBatch limit
 MAX_WAIT_S = 20  # SQS long-polling limit
+MAX_VISIBILITY_S = 43_200  # SQS limit on a message's visibility timeout (12 h)
 DELETE_BACKOFF = Backoff(base_delay_ms=100.0, max_delay_ms=2_000.0)
 OUTAGE_BACKOFF = Backoff(base_delay_ms=1_000.0, max_delay_ms=30_000.0)
 
@@ -51,6 +54,7 @@ class ConsumerStats:
     processed: int = 0
     duplicates: int = 0
     in_flight: int = 0
+    in_flight_hidden: int = 0  # IN_FLIGHT copies kept hidden for the lease (see SQSConsumer)
     failed: int = 0
     bad_input: int = 0  # not JSON, not an object, or no dedup key
     deleted: int = 0
@@ -92,6 +96,10 @@ class SQSConsumer:
       queue's (read at start, for the heartbeat).
     * ``heartbeat_interval_s``: how often a running batch's visibility is extended;
       default a third of the visibility timeout.
+    * ``in_flight_visibility_s``: how long an IN_FLIGHT copy stays hidden; default the
+      Deduplicator's ``lease_s`` rounded up (the longest another consumer can hold its
+      key), capped at SQS's 12 h. Only applied when longer than the visibility timeout;
+      0 leaves such copies to the visibility timeout.
     * ``delete_attempts`` / ``delete_backoff``: retries of failed delete entries.
     * ``outage_backoff``: the pause after a store outage (grows while it lasts).
     * ``sleep`` / ``clock`` / ``rng``: injectable for tests.
@@ -108,6 +116,7 @@ class SQSConsumer:
         wait_time_s: int = MAX_WAIT_S,
         visibility_timeout_s: int | None = None,
         heartbeat_interval_s: float | None = None,
+        in_flight_visibility_s: int | None = None,
         delete_attempts: int = 3,
         delete_backoff: Backoff = DELETE_BACKOFF,
         outage_backoff: Backoff = OUTAGE_BACKOFF,
@@ -127,6 +136,12 @@ class SQSConsumer:
         self.wait_time_s = wait_time_s
         self.visibility_timeout_s = visibility_timeout_s
         self.heartbeat_interval_s = heartbeat_interval_s
+        if in_flight_visibility_s is None:
+            in_flight_visibility_s = min(MAX_VISIBILITY_S, math.ceil(dedup.lease_s))
+        if not 0 <= in_flight_visibility_s <= MAX_VISIBILITY_S:
+            raise ConfigurationError(f"in_flight_visibility_s must be 0..{MAX_VISIBILITY_S}, "
+                                     f"got {in_flight_visibility_s}")
+        self.in_flight_visibility_s = in_flight_visibility_s
         self.delete_attempts = delete_attempts
         self.delete_backoff = delete_backoff
         self.outage_backoff = outage_backoff
@@ -196,6 +211,7 @@ class SQSConsumer:
         to_delete = [(d.message.message_id, handles[d.message.message_id]) for d in dispositions
                      if d.acknowledge]
         deleted, failures = self._delete(to_delete)
+        self._hide_in_flight(dispositions, handles)
         return self._report(BatchReport(len(messages), tuple(dispositions), tuple(deleted), tuple(failures)))
 
     # ---- receive ------------------------------------------------------------
@@ -324,6 +340,36 @@ class SQSConsumer:
         self.stats.deleted += len(deleted)
         self.stats.delete_failures += len(failures)
         return deleted, failures
+
+    def _hide_in_flight(self, dispositions: Sequence[Disposition], handles: dict[str, str]) -> None:
+        """Keep IN_FLIGHT copies hidden until their holder's lease has surely run out.
+
+        Back after the visibility timeout, they would only be told IN_FLIGHT again
+        while the lease lasts, each receive spending one of their ``maxReceiveCount``
+        (a copy held through a crashed consumer's lease could reach the DLQ).
+        """
+        hide_s = self.in_flight_visibility_s
+        if hide_s <= (self.visibility_timeout_s or 0):
+            return
+        ids = [d.message.message_id for d in dispositions
+               if d.result is not None and d.result.outcome is Outcome.IN_FLIGHT]
+        if not ids:
+            return
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        entries = [{"Id": str(i), "ReceiptHandle": handles[mid], "VisibilityTimeout": hide_s}
+                   for i, mid in enumerate(ids)]
+        try:
+            response = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("could not hide %d in-flight copies for %d s (%s): they return after the "
+                        "visibility timeout", len(ids), hide_s, exc)
+            return
+        failed = response.get("Failed", [])
+        for bad in failed:
+            log.warning("could not hide in-flight copy %s for %d s (%s): it returns after the visibility "
+                        "timeout", ids[int(bad["Id"])], hide_s, bad.get("Code"))
+        self.stats.in_flight_hidden += len(ids) - len(failed)
 
     def _count(self, d: Disposition) -> None:
         if d.bad_input:

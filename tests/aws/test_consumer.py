@@ -109,7 +109,7 @@ def test_when_handler_fails_then_event_is_retried_after_the_visibility_timeout_a
 
 def test_an_in_flight_copy_is_not_deleted_and_is_dropped_once_its_holder_completes(stack):
     store = MemoryStore()
-    dedup = Deduplicator(store)
+    dedup = Deduplicator(store, lease_s=2)  # the copy is hidden for 2 s, then comes back
     event = distinct_events(1)[0]
     holder = store.claim([dedup.key_of(event)], lease_s=60)  # another consumer is processing it
     DuplicateInjector().publish(stack.events, stack.handles.bus_name, [event])
@@ -122,6 +122,32 @@ def test_an_in_flight_copy_is_not_deleted_and_is_dropped_once_its_holder_complet
     drain_with(consumer, stack)
     assert consumer.stats.in_flight >= 1 and consumer.stats.duplicates == 1 and consumer.stats.deleted == 1
     assert not handler.attempts  # the holder processed it; this consumer never ran the handler
+
+
+@pytest.mark.parametrize("hide_s, hidden", [(None, True), (0, False)])
+def test_an_in_flight_copy_stays_hidden_while_the_lease_may_last_so_it_spends_no_receives(
+        stack, hide_s, hidden):
+    store = MemoryStore()
+    dedup = Deduplicator(store, lease_s=30)
+    event = distinct_events(1)[0]
+    store.claim([dedup.key_of(event)], lease_s=30)  # another consumer is processing it
+    DuplicateInjector().publish(stack.events, stack.handles.bus_name, [event])
+    # A visibility timeout of 0 would hand the copy straight back: only the hiding keeps it away.
+    consumer = consumer_for(stack, dedup, Recorder(dedup), visibility_timeout_s=0,
+                            in_flight_visibility_s=hide_s)
+    report = consumer.poll_once(wait_time_s=1)
+    assert [d.result.outcome.value for d in report.dispositions] == ["in_flight"]
+    again = stack.sqs.receive_message(QueueUrl=stack.handles.queue_url, WaitTimeSeconds=0,
+                                      MessageSystemAttributeNames=["ApproximateReceiveCount"])
+    assert (not again.get("Messages")) is hidden
+    assert consumer.stats.in_flight_hidden == (1 if hidden else 0)
+    for m in again.get("Messages", []):  # keep the queue clean for moto
+        stack.sqs.delete_message(QueueUrl=stack.handles.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def test_an_in_flight_visibility_beyond_the_sqs_limit_is_refused(stack):
+    with pytest.raises(ConfigurationError, match="in_flight_visibility_s"):
+        consumer_for(stack, Deduplicator(MemoryStore()), print, in_flight_visibility_s=43_201)
 
 
 def test_poison_bodies_reach_the_dlq_after_max_receive_count_and_are_logged_with_id_and_reason(stack, caplog):
