@@ -142,17 +142,25 @@ def _lognormal(rng: np.random.Generator, median: np.ndarray | float, sigma: floa
     return median * np.exp(sigma * rng.standard_normal(size))
 
 
-def _conversations(rng: np.random.Generator, cfg: TraceConfig, start_ms: np.ndarray) -> _Events:
-    """Genesys conversations: detail topics, participant-data updates and voice transcription."""
-    n = len(start_ms)
-    conv = np.arange(n)
+def _phases(rng: np.random.Generator, cfg: TraceConfig, n: int, *, ivr_voice_s: float, ivr_chat_s: float
+            ) -> tuple[np.ndarray, ...]:
+    """Per contact of either platform: voice?, answered?, then the IVR, queue wait, talk and wrap-up
+    durations in ms (lognormal; only the IVR's median differs between the platforms)."""
     voice = rng.random(n) < cfg.voice_share
     answered = rng.random(n) >= cfg.abandon_p
-    ivr = np.maximum(_lognormal(rng, np.where(voice, 35.0, 8.0), 0.5, n), 1.0) * 1000
+    ivr = np.maximum(_lognormal(rng, np.where(voice, ivr_voice_s, ivr_chat_s), 0.5, n), 1.0) * 1000
     wait = np.clip(_lognormal(rng, 40.0, 1.0, n), 1.0, 1800.0) * 1000
     talk = np.clip(_lognormal(rng, np.where(voice, _TALK_VOICE_S, _TALK_CHAT_S), _TALK_SIGMA, n),
                    10.0, 7200.0) * 1000
     acw = np.clip(_lognormal(rng, 30.0, 0.6, n), 1.0, 900.0) * 1000
+    return voice, answered, ivr, wait, talk, acw
+
+
+def _conversations(rng: np.random.Generator, cfg: TraceConfig, start_ms: np.ndarray) -> _Events:
+    """Genesys conversations: detail topics, participant-data updates and voice transcription."""
+    n = len(start_ms)
+    conv = np.arange(n)
+    voice, answered, ivr, wait, talk, acw = _phases(rng, cfg, n, ivr_voice_s=35.0, ivr_chat_s=8.0)
     t_flow_start = start_ms + rng.uniform(50, 400, n)
     t_flow_end = start_ms + ivr
     t_acd_start = t_flow_end + rng.uniform(50, 300, n)
@@ -199,13 +207,7 @@ def _contacts(rng: np.random.Generator, cfg: TraceConfig, start_ms: np.ndarray) 
     """NICE CXone contacts: created, state changes (queue, active, holds, wrap-up), ended."""
     n = len(start_ms)
     contact = np.arange(n)
-    voice = rng.random(n) < cfg.voice_share
-    answered = rng.random(n) >= cfg.abandon_p
-    ivr = np.maximum(_lognormal(rng, np.where(voice, 25.0, 5.0), 0.5, n), 1.0) * 1000
-    wait = np.clip(_lognormal(rng, 40.0, 1.0, n), 1.0, 1800.0) * 1000
-    talk = np.clip(_lognormal(rng, np.where(voice, _TALK_VOICE_S, _TALK_CHAT_S), _TALK_SIGMA, n),
-                   10.0, 7200.0) * 1000
-    acw = np.clip(_lognormal(rng, 30.0, 0.6, n), 1.0, 900.0) * 1000
+    voice, answered, ivr, wait, talk, acw = _phases(rng, cfg, n, ivr_voice_s=25.0, ivr_chat_s=5.0)
     t_in_queue = start_ms + ivr
     t_left_queue = t_in_queue + wait
     t_active = t_left_queue + rng.uniform(300, 2000, n)
