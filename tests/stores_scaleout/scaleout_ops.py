@@ -1,10 +1,12 @@
-"""What the scale-out store tests share: a race between processes and a model check.
+"""What the scale-out store tests share: a batch lifecycle, a race between processes and a model check.
 
-``run_race`` starts several processes (spawned: each opens its own store and
-client) that claim and complete the same keys in different orders at the same
-moment. ``replay_ops`` drives a store through a scripted claim/complete/release
-sequence on a ManualClock and returns everything observable, so a backend can be
-compared with :class:`~dedup.stores.MemoryStore`, the reference model.
+``check_batch_lifecycle`` runs one batch through claim, complete, duplicate,
+expiry and release on a ManualClock, asserting each key's outcome. ``run_race``
+starts several processes (spawned: each opens its own store and client) that
+claim and complete the same keys in different orders at the same moment.
+``replay_ops`` drives a store through a scripted claim/complete/release sequence
+on a ManualClock and returns everything observable, so a backend can be compared
+with :class:`~dedup.stores.MemoryStore`, the reference model.
 """
 
 from __future__ import annotations
@@ -128,3 +130,24 @@ STEPS = st.lists(
     min_size=1,
     max_size=10,
 )
+
+
+def check_batch_lifecycle(store: WindowStore, clock: ManualClock, keys: Sequence[str]) -> None:
+    """One batch of ``keys`` (a copy of ``keys[3]`` appended) through every phase, decided per key."""
+    claimed, duplicate, in_flight = ClaimStatus.CLAIMED, ClaimStatus.DUPLICATE, ClaimStatus.IN_FLIGHT
+    n = len(keys)
+    fps = [f"fp-{k}" for k in keys]
+    claims = store.claim([*keys, keys[3]], lease_s=30, fingerprints=[*fps, "fp-copy"])
+    assert [(c.status, c.fingerprint) for c in claims] == [
+        *((claimed, fp) for fp in fps), (in_flight, fps[3])]
+    assert [c.status for c in store.claim(keys[:2], lease_s=30)] == [in_flight] * 2
+    assert store.complete(claims, window_s=60) == [True] * n + [False]
+
+    again = store.claim(keys, lease_s=30, fingerprints=["other"] * n)
+    assert [(c.status, c.fingerprint) for c in again] == [(duplicate, fp) for fp in fps]
+
+    clock.advance(60)  # the window has just ended
+    fresh = store.claim(keys, lease_s=30)
+    assert [c.status for c in fresh] == [claimed] * n
+    assert store.release(fresh) == [True] * n
+    assert [c.status for c in store.claim(keys, lease_s=30)] == [claimed] * n

@@ -15,7 +15,7 @@ from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 from hypothesis import HealthCheck, given, settings
-from scaleout_ops import STEPS, replay_ops, run_race
+from scaleout_ops import STEPS, check_batch_lifecycle, replay_ops, run_race
 
 from dedup.aws.dynamodb_store import TTL_ATTRIBUTE, DynamoDBStore, delete_table, ensure_table
 from dedup.clock import ManualClock
@@ -37,23 +37,7 @@ def item(client, table: str, store: DynamoDBStore, key: str) -> dict | None:
 
 def test_when_a_batch_runs_the_lifecycle_then_every_phase_decides_per_key(dynamodb_store_factory, clock):
     store = dynamodb_store_factory(clock)
-    keys = [f"evt-{i}" for i in range(12)]
-    fps = [f"fp-{k}" for k in keys]
-
-    claims = store.claim([*keys, keys[3]], lease_s=30, fingerprints=[*fps, "fp-copy"])
-    assert [(c.status, c.fingerprint) for c in claims] == [
-        *((CLAIMED, fp) for fp in fps), (IN_FLIGHT, fps[3])]
-    assert [c.status for c in store.claim(keys[:2], lease_s=30)] == [IN_FLIGHT] * 2
-    assert store.complete(claims, window_s=60) == [True] * 12 + [False]
-
-    again = store.claim(keys, lease_s=30, fingerprints=["other"] * 12)
-    assert [(c.status, c.fingerprint) for c in again] == [(DUPLICATE, fp) for fp in fps]
-
-    clock.advance(60)  # the window has just ended
-    fresh = store.claim(keys, lease_s=30)
-    assert [c.status for c in fresh] == [CLAIMED] * 12
-    assert store.release(fresh) == [True] * 12
-    assert [c.status for c in store.claim(keys, lease_s=30)] == [CLAIMED] * 12
+    check_batch_lifecycle(store, clock, [f"evt-{i}" for i in range(12)])
 
 
 def test_when_a_lease_runs_out_then_another_consumer_takes_the_record_over(

@@ -15,7 +15,7 @@ import pytest
 import redis
 from fixtures_cluster import cluster_client, flush_cluster, start_cluster
 from hypothesis import HealthCheck, given, settings
-from scaleout_ops import STEPS, replay_ops, run_race
+from scaleout_ops import STEPS, check_batch_lifecycle, replay_ops, run_race
 
 from dedup.clock import ManualClock
 from dedup.errors import StoreUnavailableError
@@ -85,20 +85,7 @@ def test_when_a_batch_spans_every_node_then_the_lifecycle_holds(cluster_store_fa
     store = cluster_store_factory(clock)
     keys = [f"evt-{i}" for i in range(60)]
     assert len({store.client.get_node_from_key(store.storage_key(k)).name for k in keys}) == 3
-    fps = [f"fp-{k}" for k in keys]
-
-    claims = store.claim([*keys, keys[0]], lease_s=30, fingerprints=[*fps, "fp-copy"])
-    assert [c.status for c in claims] == [CLAIMED] * 60 + [IN_FLIGHT]
-    assert store.complete(claims, window_s=60) == [True] * 60 + [False]
-
-    again = store.claim(keys, lease_s=30, fingerprints=["other"] * 60)
-    assert [(c.status, c.fingerprint) for c in again] == [(DUPLICATE, fp) for fp in fps]
-
-    clock.advance(60)  # the window has just ended
-    fresh = store.claim(keys, lease_s=30)
-    assert [c.status for c in fresh] == [CLAIMED] * 60
-    assert store.release(fresh) == [True] * 60
-    assert [c.status for c in store.claim(keys, lease_s=30)] == [CLAIMED] * 60
+    check_batch_lifecycle(store, clock, keys)
 
 
 def test_when_keys_span_slots_then_each_phase_is_one_script_call_per_slot(redis_cluster, clock):
