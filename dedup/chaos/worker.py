@@ -92,24 +92,26 @@ class HookedSQS:
         self._ledger = ledger
         self._kill_switch = kill_switch
         self._dedup = dedup
-        self._keys: dict[str, str | None] = {}  # receipt handle -> dedup key, until deleted
+        # Receipt handle -> dedup key, for the batch last received: the consumer deletes a batch's
+        # messages before it receives the next, and a message it keeps comes back with a new handle.
+        self._keys: dict[str, str | None] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
     def receive_message(self, **kwargs: Any) -> dict[str, Any]:
         response = self._client.receive_message(**kwargs)
+        messages = response.get("Messages", [])
         now_s, pid = SYSTEM_CLOCK.now_s(), os.getpid()
         self._ledger.record_receives(
             Receive(m["MessageId"], envelope_id(m.get("Body", "")),
                     int(m.get("Attributes", {}).get("ApproximateReceiveCount", 0)) or None, pid, now_s)
-            for m in response.get("Messages", []))
-        for m in response.get("Messages", []):
-            self._keys[m["ReceiptHandle"]] = self._key_of(m.get("Body", ""))
+            for m in messages)
+        self._keys = {m["ReceiptHandle"]: self._key_of(m.get("Body", "")) for m in messages}
         return response
 
     def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
-        self._kill_switch.hit("before_delete", [self._keys.pop(e["ReceiptHandle"], None)
+        self._kill_switch.hit("before_delete", [self._keys.get(e["ReceiptHandle"])
                                                 for e in kwargs.get("Entries", [])])
         return self._client.delete_message_batch(**kwargs)
 
