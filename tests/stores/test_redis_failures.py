@@ -24,6 +24,7 @@ import redis
 import redis.exceptions
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from skew_support import copies_while_held_and_after
 
 from dedup import Deduplicator, Outcome
 from dedup.clock import ManualClock
@@ -249,32 +250,10 @@ def skewed_consumers(url: str, time_source: str, skew_s: float) -> tuple[Dedupli
             Deduplicator(slow, key="envelope-id", window_s=20, lease_s=20))
 
 
-def run_both(ahead: Deduplicator, behind: Deduplicator, n: int) -> Counter[str]:
-    """Each consumer takes each event while the other holds it, then after the other completed it."""
-    effects: Counter[str] = Counter()
-    batch = [{"id": f"e{i}", "detail": {}} for i in range(n)]
-
-    def record(event):
-        effects[event["id"]] += 1
-
-    def other_copy(first, second):
-        def handler(event):
-            record(event)
-            second.process_batch([dict(event)], record)  # a copy while the first holds it
-
-        return handler
-
-    ahead.process_batch(batch[: n // 2], other_copy(ahead, behind))
-    behind.process_batch(batch[n // 2:], other_copy(behind, ahead))
-    ahead.process_batch(batch[n // 2:], record)  # copies after completion: within the window
-    behind.process_batch(batch[: n // 2], record)
-    return effects
-
-
 @pytest.mark.parametrize("skew_s", [30.0, -30.0])
 def test_consumers_with_skewed_clocks_process_every_event_once_on_server_time(server, skew_s):
     ahead, behind = skewed_consumers(server.url, "server", skew_s)
-    effects = run_both(ahead, behind, 10)
+    effects = copies_while_held_and_after(ahead, behind, 10)
     assert effects == Counter({f"e{i}": 1 for i in range(10)})
 
 
@@ -282,7 +261,7 @@ def test_consumers_with_skewed_clocks_process_every_event_once_on_server_time(se
 def test_on_client_time_the_same_skew_doubles_events(server, skew_s):
     """The control: deciding on the consumers' own clocks, a 30 s skew lets copies through."""
     ahead, behind = skewed_consumers(server.url, "client", skew_s)
-    effects = run_both(ahead, behind, 10)
+    effects = copies_while_held_and_after(ahead, behind, 10)
     assert max(effects.values()) == 2
 
 
