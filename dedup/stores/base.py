@@ -259,7 +259,7 @@ class WindowStore(ABC):
     # ---- shared helpers ---------------------------------------------------
 
     def _now_ms(self) -> int:
-        return round(self.clock.now_s() * 1000)  # round: simulated seconds like 9.999 are not exact
+        return clock_ms(self.clock)
 
     def _new_tokens(self, count: int) -> list[str]:
         """``count`` fencing tokens, unique per store: one sequence number per batch."""
@@ -289,6 +289,16 @@ class WindowStore(ABC):
     def describe(self) -> str:
         """A human-readable name of this store and where it points (no secrets)."""
         return self.name
+
+
+def clock_ms(clock: Clock) -> int:
+    """``clock``'s time in whole milliseconds, the way every store reads it.
+
+    Floored, but a time within a microsecond below a whole millisecond counts as
+    that millisecond: a simulated ``start + 9.999`` s lands a hair below it in
+    binary floating point, and must still be that millisecond.
+    """
+    return int(clock.now_s() * 1000 + 0.001)
 
 
 def _per_owned(claims: Sequence[Claim], results: list[bool]) -> list[bool]:
