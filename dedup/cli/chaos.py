@@ -22,8 +22,14 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
      "SIGKILLs after a handler's effect, before the batch is completed (the inherent gap: re-runs effects)"),
     ("--kills-before-delete", "kills_before_delete",
      "SIGKILLs after a batch is completed, before its delete"),
-    ("--redis-restarts", "redis_restarts", "stops and restarts of the dedup Redis (its data is lost)"),
+    ("--redis-restarts", "redis_restarts", "crashes (SIGKILL) and restarts of the dedup Redis"),
     ("--outage-s", "outage_s", "how long Redis stays down each time"),
+    ("--redis-persistence", "redis_persistence",
+     "what the dedup Redis persists: none, rdb, aof-everysec or aof-always (then a restart must lose "
+     "nothing)"),
+    ("--replication-delay-ms", "replication_delay_ms", "lag of the replica's link (with --failover)"),
+    ("--readonly-s", "readonly_s", "how long the demoted primary answers READONLY before the endpoint flips "
+     "(with --failover)"),
     ("--visibility-timeout-s", "visibility_timeout_s", "visibility timeout of the queue"),
     ("--lease-s", "lease_s", "dedup claim lease"),
     ("--max-receive-count", "max_receive_count", "receives before a message is dead-lettered"),
@@ -46,6 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Exits 1 if an asserted property fails.")
     parser.add_argument("--small", action="store_true",
                         help="start from the small configuration (200 events, 3 consumers, < 1 min)")
+    parser.add_argument("--failover", action="store_true",
+                        help="the failover scenario instead of the restart: a replica promoted and the "
+                        "primary demoted with REPLICAOF mid-run, run twice (asynchronous completes, then "
+                        "completes acknowledged by the replica with WAIT), one report each")
     for option, name, text in _OPTIONS:
         default = getattr(defaults, name)
         parser.add_argument(option, dest=name, type=type(default), default=None,
@@ -56,10 +66,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _chaos(args: argparse.Namespace) -> int:
     from dedup.chaos import ChaosConfig, run_chaos
+    from dedup.chaos.report import CAUSE_FAILOVER
 
     changes: dict[str, Any] = {name: getattr(args, name) for _, name, _ in _OPTIONS
                                if getattr(args, name) is not None}
     config = (ChaosConfig.small() if args.small else ChaosConfig()).replace(**changes)
-    report = run_chaos(config, work_dir=args.keep)
-    print(report)
-    return 0 if report.ok else 1
+    if not args.failover:
+        report = run_chaos(config, work_dir=args.keep)
+        print(report)
+        return 0 if report.ok else 1
+    failover = {"failovers": 1, "redis_restarts": 0, "kills_after_claim": 0, "kills_before_delete": 0}
+    reports = []
+    for wait_replicas in (0, 1):
+        keep = f"{args.keep}/wait-{wait_replicas}" if args.keep else None
+        run = config.replace(**{**failover, **changes, "wait_replicas": wait_replicas})
+        reports.append(run_chaos(run, work_dir=keep))
+        print(reports[-1], end="\n\n", flush=True)
+    print("failover doubles (asynchronous replication): "
+          + ", ".join(f"{'WAIT-acknowledged' if r.config.wait_replicas else 'asynchronous'} completes "
+                      f"{r.extra_effects.get(CAUSE_FAILOVER, 0)}" for r in reports))
+    return 0 if all(r.ok for r in reports) else 1
