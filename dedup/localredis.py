@@ -192,7 +192,8 @@ class LocalRedis:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 log = Path(self._dir.name, "redis.log") if self._dir else None
                 tail = log.read_text()[-500:] if log and log.exists() else ""
-                raise ConfigurationError(f"redis-server exited at start: {err or tail}")
+                last = ([line.strip() for line in (err or tail).splitlines() if line.strip()] or ["?"])[-1]
+                raise ConfigurationError(f"redis-server exited at start: {last}")
             if self._ping():
                 return
             time.sleep(0.02)
