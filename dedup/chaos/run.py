@@ -257,6 +257,7 @@ class _ChaosRun:
             slot=slot, endpoint_url=self.aws.endpoint_url, region=self.aws.region,
             queue_url=self.handles.queue_url, redis_url=self.pair.url if self.pair else self.redis.url,
             ledger_path=str(self.ledger.path), wait_replicas=self.config.wait_replicas,
+            complete_within_s=self.config.complete_within_s,
             visibility_timeout_s=self.config.visibility_timeout_s, lease_s=self.config.lease_s,
             window_s=self.config.window_s, slow_s=self.config.slow_s,
             transient_failures=self.config.transient_failures, slow_keys=workload.slow_keys,

@@ -28,6 +28,8 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
      "what the dedup Redis persists: none, rdb, aof-everysec or aof-always (then a restart must lose "
      "nothing)"),
     ("--replication-delay-ms", "replication_delay_ms", "lag of the replica's link (with --failover)"),
+    ("--complete-within-s", "complete_within_s",
+     "the consumers' Deduplicator setting: 0 completes each event as its handler returns"),
     ("--readonly-s", "readonly_s", "how long the demoted primary answers READONLY before the endpoint flips "
      "(with --failover)"),
     ("--visibility-timeout-s", "visibility_timeout_s", "visibility timeout of the queue"),
