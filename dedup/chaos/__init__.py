@@ -19,8 +19,22 @@ committed together with the dedup record, closes it.
 the default (2,000 events, 4 consumers) in a few minutes.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from dedup.chaos.config import KILL_POINTS, ChaosConfig
-from dedup.chaos.report import ChaosReport
-from dedup.chaos.run import run_chaos
 
 __all__ = ["KILL_POINTS", "ChaosConfig", "ChaosReport", "run_chaos"]
+
+
+def __getattr__(name: str) -> Any:
+    """The report and the run load on first use: the ``dedup`` command builds its parser from the
+    configuration alone, without the trace generator, boto3 or moto."""
+    if name == "ChaosReport":
+        from dedup.chaos.report import ChaosReport
+        return ChaosReport
+    if name == "run_chaos":
+        from dedup.chaos.run import run_chaos
+        return run_chaos
+    raise AttributeError(f"module 'dedup.chaos' has no attribute {name!r}")

@@ -67,12 +67,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _chaos(args: argparse.Namespace) -> int:
-    from dedup.chaos import ChaosConfig, run_chaos
-    from dedup.chaos.report import CAUSE_FAILOVER
+    from dedup.chaos import ChaosConfig
 
     changes: dict[str, Any] = {name: getattr(args, name) for _, name, _ in _OPTIONS
                                if getattr(args, name) is not None}
     config = (ChaosConfig.small() if args.small else ChaosConfig()).replace(**changes)
+    _check_store_starts(config)
+    from dedup.chaos import run_chaos
+    from dedup.chaos.report import CAUSE_FAILOVER
+
     if not args.failover:
         report = run_chaos(config, work_dir=args.keep)
         print(report)
@@ -88,3 +91,12 @@ def _chaos(args: argparse.Namespace) -> int:
           + ", ".join(f"{'WAIT-acknowledged' if r.config.wait_replicas else 'asynchronous'} completes "
                       f"{r.extra_effects.get(CAUSE_FAILOVER, 0)}" for r in reports))
     return 0 if all(r.ok for r in reports) else 1
+
+
+def _check_store_starts(config: Any) -> None:
+    """Start and stop a redis-server as the run will, before loading the rest: a store that cannot
+    start is one line at once (a ConfigurationError), not a failure after moto and the workload."""
+    from dedup.localredis import LocalRedis
+
+    with LocalRedis(persistence=config.redis_persistence, start_timeout_s=4.0):
+        pass
