@@ -334,12 +334,14 @@ class LocalRedisFailover:
         return self
 
     def demote_primary(self) -> None:
-        """Promote the replica, then demote the primary with ``REPLICAOF`` (its clients now get
-        READONLY on every write). The endpoint still points at the demoted one: see :meth:`flip`."""
-        self.replica.promote()
+        """An unplanned failover: cut the replica off (what was still on the lagging link is lost),
+        demote the primary with ``REPLICAOF`` (its clients get READONLY on every write from now),
+        then promote the replica. The endpoint still points at the demoted one: see :meth:`flip`."""
         if self._link is not None:
-            self._link.close()  # the old replication link: nothing more may flow over it
+            self._link.close()  # the writes the replica has not received yet are gone
+            self._link = None
         self.primary.demote(self.replica.port)
+        self.replica.promote()
         self.primary, self.replica = self.replica, self.primary
 
     def flip(self) -> None:

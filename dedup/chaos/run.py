@@ -234,8 +234,8 @@ class _ChaosRun:
         log.info("Redis restarted after %.1f s", restart_s - stop_begin_s)
 
     def _fail_over(self) -> None:
-        """Promote the replica and demote the primary with REPLICAOF while handlers run; the consumers
-        get READONLY for ``readonly_s``, then the endpoint flips to the new primary."""
+        """Fail Redis over while handlers run: the replica cut off and promoted, the primary demoted with
+        REPLICAOF (its clients get READONLY for ``readonly_s``), then the endpoint flips to the new one."""
         assert self.pair is not None
         begin_s = SYSTEM_CLOCK.now_s()
         self.pair.demote_primary()
