@@ -6,10 +6,12 @@ on new events while a heartbeat keeps the batch invisible (and ``process_batch``
 keeps its leases alive), then delete, with ``DeleteMessageBatch``, only the
 processed messages and completed duplicates.
 Everything else stays on the queue: handler failures return after the visibility
-timeout; IN_FLIGHT copies (another consumer holds their key) are hidden until that
-claim's lease has surely run out, since receiving them sooner would only spend
-their receive counts; bad bodies and keyless events return too and reach the
-dead-letter queue after ``maxReceiveCount`` receives. A store outage deletes
+timeout; IN_FLIGHT copies (another consumer holds their key) are hidden for
+``lease_s``, the longest a crashed holder's claim can last (a live holder keeps its
+lease alive, and a copy that comes back while it works is hidden again), since
+receiving them sooner would only spend their receive counts; bad bodies and
+keyless events return too and reach the dead-letter queue after ``maxReceiveCount``
+receives. A store outage deletes
 nothing and backs off. Delete failures are retried and reported, never ignored.
 
 Every receive counts towards ``maxReceiveCount``, including receives during a
