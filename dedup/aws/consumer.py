@@ -11,8 +11,8 @@ timeout; IN_FLIGHT copies (another consumer holds their key) are hidden for
 lease alive, and a copy that comes back while it works is hidden again), since
 receiving them sooner would only spend their receive counts; bad bodies and
 keyless events return too and reach the dead-letter queue after ``maxReceiveCount``
-receives. A store outage deletes
-nothing and backs off. Delete failures are retried and reported, never ignored.
+receives. A store outage deletes nothing and backs off. Delete failures are
+retried and reported, never ignored.
 
 Every receive counts towards ``maxReceiveCount``, including receives during a
 store outage: size ``maxReceiveCount`` x visibility timeout above the longest store
