@@ -336,11 +336,12 @@ class LocalRedisFailover:
     def demote_primary(self) -> None:
         """An unplanned failover: cut the replica off (what was still on the lagging link is lost),
         demote the primary with ``REPLICAOF`` (its clients get READONLY on every write from now),
-        then promote the replica. The endpoint still points at the demoted one: see :meth:`flip`."""
+        then promote the replica. The endpoint still points at the demoted one: see :meth:`flip`.
+        The pair can fail over again: the demoted server replicates the new primary, lagged alike."""
         if self._link is not None:
             self._link.close()  # the writes the replica has not received yet are gone
-            self._link = None
-        self.primary.demote(self.replica.port)
+        self._link = Endpoint(self.replica.port, delay_ms=self.replication_delay_ms)
+        self.primary.demote(self._link.port)  # it replicates the new primary over a lagging link too
         self.replica.promote()
         self.primary, self.replica = self.replica, self.primary
 

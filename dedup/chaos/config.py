@@ -149,9 +149,8 @@ class ChaosConfig:
 
     @classmethod
     def failover(cls, **changes: Any) -> ChaosConfig:
-        """The failover scenario: a replica promoted, the primary demoted, no restart and no kills."""
-        base = cls(failovers=1, redis_restarts=0, kills_after_claim=0, kills_before_delete=0)
-        return base.replace(**changes) if changes else base
+        """The failover scenario (:data:`FAILOVER`) with ``changes``."""
+        return cls(**{**FAILOVER, **changes})
 
     @classmethod
     def small(cls, **changes: Any) -> ChaosConfig:
@@ -161,6 +160,15 @@ class ChaosConfig:
                    outage_s=1.5, visibility_timeout_s=1, lease_s=4.0, max_receive_count=14,
                    settle_timeout_s=120.0)
         return base.replace(**changes) if changes else base
+
+
+FAILOVER: dict[str, Any] = {
+    "failovers": 3, "redis_restarts": 0, "kills_after_claim": 0, "kills_before_delete": 0,
+    "replication_delay_ms": 200.0, "complete_within_s": None,
+}
+"""What the failover scenario changes: three failovers (a replica 200 ms behind promoted, the
+primary demoted) instead of the restart, no kills, and completions batched (the library default),
+so that WAIT costs a replica round trip per batch, not per event."""
 
 
 @dataclass(frozen=True)

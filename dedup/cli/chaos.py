@@ -55,9 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--small", action="store_true",
                         help="start from the small configuration (200 events, 3 consumers, < 1 min)")
     parser.add_argument("--failover", action="store_true",
-                        help="the failover scenario instead of the restart: a replica promoted and the "
-                        "primary demoted with REPLICAOF mid-run, run twice (asynchronous completes, then "
-                        "completes acknowledged by the replica with WAIT), one report each")
+                        help="the failover scenario instead of the restart: three times a lagging replica "
+                        "promoted and the primary demoted with REPLICAOF mid-run; run twice (asynchronous "
+                        "completes, then completes acknowledged by the replica with WAIT), one report each")
     for option, name, text in _OPTIONS:
         default = getattr(defaults, name)
         parser.add_argument(option, dest=name, type=type(default), default=None,
@@ -74,17 +74,18 @@ def _chaos(args: argparse.Namespace) -> int:
     config = (ChaosConfig.small() if args.small else ChaosConfig()).replace(**changes)
     _check_store_starts(config)
     from dedup.chaos import run_chaos
+    from dedup.chaos.config import FAILOVER
     from dedup.chaos.report import CAUSE_FAILOVER
 
     if not args.failover:
         report = run_chaos(config, work_dir=args.keep)
         print(report)
         return 0 if report.ok else 1
-    failover = {"failovers": 1, "redis_restarts": 0, "kills_after_claim": 0, "kills_before_delete": 0}
+    base = config.replace(**{**FAILOVER, **changes})
     reports = []
     for wait_replicas in (0, 1):
         keep = f"{args.keep}/wait-{wait_replicas}" if args.keep else None
-        run = config.replace(**{**failover, **changes, "wait_replicas": wait_replicas})
+        run = base.replace(wait_replicas=wait_replicas)
         reports.append(run_chaos(run, work_dir=keep))
         print(reports[-1], end="\n\n", flush=True)
     print("failover doubles (asynchronous replication): "
