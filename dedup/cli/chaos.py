@@ -45,12 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     defaults = ChaosConfig()
     parser = subparsers.add_parser(
-        "chaos", help="fault-injection run: consumer processes, SIGKILLs, a Redis restart, poison",
-        description="Runs K consumer processes against a throwaway redis-server and an embedded moto "
-        "server, publishes N events with duplicates, transient failures, slow handlers and poison, "
-        "SIGKILLs consumers at chosen points and restarts Redis mid-run, then reconciles the handler's "
-        "ledger: nothing lost, no duplicate within the window processed twice (doubles explained by "
-        "the Redis restart's data loss are reported apart), every poison message in the DLQ. "
+        "chaos", help="fault-injection run: consumer processes, SIGKILLs, a Redis crash or failover, poison",
+        description="Runs K consumer processes against a throwaway redis-server (AOF, appendfsync "
+        "always) and an embedded moto server, publishes N events with duplicates, transient failures, "
+        "slow handlers and poison, SIGKILLs consumers at chosen points and crashes Redis mid-run (or, "
+        "with --failover, fails it over to a lagging replica), then reconciles the handler's ledger: "
+        "nothing lost, no duplicate within the window processed twice (at most one per mid-batch "
+        "kill; a failover's doubles counted apart), every poison message in the DLQ. "
         "Exits 1 if an asserted property fails.")
     parser.add_argument("--small", action="store_true",
                         help="start from the small configuration (200 events, 3 consumers, < 1 min)")
