@@ -179,11 +179,11 @@ class ChaosReport:
             *((f"SIGKILL {point.replace('_', ' ')}", f"{self.faults.get('kill_' + point, 0)} of "
                f"{self.kills_planned.get(point, 0)} planned") for point in KILL_POINTS),
             ("consumer respawns", self.faults.get("respawns", 0)),
-            (f"Redis crash + restart (persistence {c.redis_persistence})",
-             self.faults.get("redis_restarts", 0)),
-            (f"Redis failover (replica lag {c.replication_delay_ms:g} ms, "
-             f"{'WAIT-acknowledged' if c.wait_replicas else 'asynchronous'} completes)",
-             self.faults.get("failovers", 0)),
+            *([(f"Redis crash + restart (persistence {c.redis_persistence})",
+                self.faults.get("redis_restarts", 0))] if c.redis_restarts else []),
+            *([(f"Redis failover (replica lag {c.replication_delay_ms:g} ms, "
+                f"{'WAIT-acknowledged' if c.wait_replicas else 'asynchronous'} completes)",
+                self.faults.get("failovers", 0))] if c.failovers else []),
             ("  batches left undecided while it was down", self.faults.get("outage_batches", 0)),
             ("  store checks that failed (nothing received)", self.faults.get("outage_checks", 0)),
             ("transient handler failures", self.faults.get("transient_failures", 0)),

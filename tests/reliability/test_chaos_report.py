@@ -125,6 +125,7 @@ def test_a_double_across_a_failover_is_counted_apart_and_others_are_not(workload
     report = reconcile(workload, ledger, config=config, failovers=(FAILOVER,))
     assert report.extra_effects == {CAUSE_FAILOVER: 1, CAUSE_NONE: 1}
     assert report.faults["failovers"] == 1 and report.doubles_allowed == 1
+    assert "Redis failover (replica lag" in str(report) and "Redis crash + restart" not in str(report)
     assert report.failures == ["1 extra effects of duplicates within the window",
                                "2 events processed twice, more than the 1 the faults explain"]
 
