@@ -5,15 +5,23 @@ notebook, so that "real Redis" always means a server this process started and
 owns: never a server already listening on the machine (which may hold someone
 else's data). Needs the ``redis-server`` binary (Debian package ``redis-server``), and
 ``redis-cli`` for a cluster (``redis-tools``).
+
+A server persists what :data:`PERSISTENCE` names (nothing by default), can be a
+replica of another (``replica_of``), and can be promoted or demoted with
+``REPLICAOF``; :class:`LocalRedisFailover` pairs a primary and a replica behind a
+switchable :class:`Endpoint` (the DNS name a managed Redis flips on failover).
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +43,31 @@ def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
 
 
+PERSISTENCE: dict[str, tuple[str, ...]] = {
+    "none": ("--save", "", "--appendonly", "no"),
+    "rdb": ("--save", "60 1", "--appendonly", "no"),
+    "aof-everysec": ("--save", "", "--appendonly", "yes", "--appendfsync", "everysec"),
+    "aof-always": ("--save", "", "--appendonly", "yes", "--appendfsync", "always"),
+}
+"""The persistence settings a :class:`LocalRedis` can run with, as ``redis-server`` arguments.
+
+``none`` loses everything on a restart; ``rdb`` what was written since the last
+snapshot (here: a minute, given one write); ``aof-everysec`` nothing on a process
+crash, up to a second on a host crash; ``aof-always`` nothing acknowledged (each
+write is fsynced before its reply).
+"""
+
+
 @dataclass
 class LocalRedis:
-    """One ``redis-server`` process bound to 127.0.0.1, persisting nothing.
+    """One ``redis-server`` process bound to 127.0.0.1, persisting what ``persistence`` names.
 
     ``password`` turns on AUTH; ``cluster`` starts the node in cluster mode
-    (a cluster still has to be formed across nodes). ``start_timeout_s`` bounds
-    the wait for the server to accept connections.
+    (a cluster still has to be formed across nodes). ``persistence`` is a key of
+    :data:`PERSISTENCE` (default ``none``); the data directory outlives
+    :meth:`stop` and :meth:`kill`, so a persisting server restarts with its data.
+    ``replica_of`` starts the server as a replica of that port.
+    ``start_timeout_s`` bounds the wait for the server to accept connections.
     """
 
     port: int = 0
@@ -49,6 +75,8 @@ class LocalRedis:
     cluster: bool = False
     start_timeout_s: float = 10.0
     extra_args: tuple[str, ...] = ()
+    persistence: str = "none"
+    replica_of: int | None = None
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _dir: tempfile.TemporaryDirectory | None = field(default=None, init=False, repr=False)
 
@@ -69,17 +97,22 @@ class LocalRedis:
             raise ConfigurationError(
                 "redis-server is not installed (Debian: apt-get install redis-server)"
             )
+        if self.persistence not in PERSISTENCE:
+            raise ConfigurationError(f"persistence must be one of {', '.join(PERSISTENCE)}, "
+                                     f"got {self.persistence!r}")
         if not self.port:
             self.port = free_port()
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="dedup-redis-")
         args = [
-            binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-            "--appendonly", "no", "--dir", self._dir.name, "--daemonize", "no",
+            binary, "--bind", "127.0.0.1", "--port", str(self.port), *PERSISTENCE[self.persistence],
+            "--dir", self._dir.name, "--daemonize", "no",
             "--logfile", str(Path(self._dir.name) / "redis.log"),
         ]
         if self.password:
-            args += ["--requirepass", self.password]
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file",
                      str(Path(self._dir.name) / "nodes.conf"), "--cluster-node-timeout", "2000"]
@@ -89,7 +122,7 @@ class LocalRedis:
         return self
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL); its data is gone."""
+        """Stop the server (SIGTERM, then SIGKILL); without persistence its data is gone."""
         if self._proc is not None:
             self._proc.terminate()
             try:
@@ -99,10 +132,45 @@ class LocalRedis:
                 self._proc.wait()
             self._proc = None
 
+    def kill(self) -> None:
+        """Crash the server (SIGKILL: no shutdown save, no final fsync); keeps what it had persisted."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
     def restart(self) -> None:
-        """Stop and start again on the same port (an outage; the data is lost)."""
+        """Stop and start again on the same port (an outage; the data survives only if persisted)."""
         self.stop()
         self.start()
+
+    def client(self, **options: object) -> redis.Redis:
+        """A redis-py client of this server (close it after use)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **options)
+
+    def promote(self) -> None:
+        """``REPLICAOF NO ONE``: a replica becomes a primary, keeping the data it had received."""
+        with self.client(socket_timeout=5) as c:
+            c.execute_command("REPLICAOF", "NO", "ONE")
+        self.replica_of = None
+
+    def demote(self, primary_port: int) -> None:
+        """``REPLICAOF``: this server becomes a read-only replica of ``primary_port`` (writes fail
+        with READONLY) and drops what it holds for the primary's data."""
+        with self.client(socket_timeout=5) as c:
+            c.execute_command("REPLICAOF", "127.0.0.1", str(primary_port))
+        self.replica_of = primary_port
+
+    def wait_in_sync(self, timeout_s: float = 10.0) -> None:
+        """Wait until this replica's link to its primary is up and its initial sync is done."""
+        deadline = time.monotonic() + timeout_s
+        with self.client(socket_timeout=5) as c:
+            while time.monotonic() < deadline:
+                info = c.info("replication")
+                if info.get("master_link_status") == "up" and not info.get("master_sync_in_progress"):
+                    return
+                time.sleep(0.02)
+        raise ConfigurationError(f"replica on port {self.port} did not sync with its primary in time")
 
     def close(self) -> None:
         """Stop the server and remove its directory."""
@@ -124,7 +192,8 @@ class LocalRedis:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 log = Path(self._dir.name, "redis.log") if self._dir else None
                 tail = log.read_text()[-500:] if log and log.exists() else ""
-                raise ConfigurationError(f"redis-server exited at start: {err or tail}")
+                last = ([line.strip() for line in (err or tail).splitlines() if line.strip()] or ["?"])[-1]
+                raise ConfigurationError(f"redis-server exited at start: {last}")
             if self._ping():
                 return
             time.sleep(0.02)
@@ -140,6 +209,159 @@ class LocalRedis:
             return False
         # Both +PONG and -NOAUTH mean the server is up and serving.
         return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+
+class Endpoint:
+    """A TCP forwarder on 127.0.0.1 that can be pointed at another server: a failover's DNS flip.
+
+    :meth:`switch` drops every open connection (as a managed Redis does on
+    failover) and sends new ones to the new target. ``delay_ms`` delays every
+    chunk by that much each way (a slow link, e.g. to lag a replica behind its
+    primary). Runs on daemon threads of this process until :meth:`close`.
+    """
+
+    def __init__(self, target_port: int, *, delay_ms: float = 0.0) -> None:
+        self.target_port = target_port
+        self.delay_ms = delay_ms
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(128)
+        self.port: int = self._server.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._closed = False
+        threading.Thread(target=self._accept, name=f"endpoint-{self.port}", daemon=True).start()
+
+    def switch(self, target_port: int) -> None:
+        """Send new connections to ``target_port``; drop the open ones."""
+        with self._lock:
+            self.target_port = target_port
+            sockets, self._open = self._open, set()
+        for sock in sockets:
+            _shut(sock)
+
+    def close(self) -> None:
+        """Stop accepting and drop every connection."""
+        self._closed = True
+        _shut(self._server)
+        self.switch(self.target_port)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                _shut(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._open.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                src.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        delay_s = self.delay_ms / 1000
+        chunks: queue.Queue[tuple[float, bytes]] = queue.Queue()
+        if delay_s > 0:
+            threading.Thread(target=_send_late, args=(chunks, dst), daemon=True).start()
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if delay_s > 0:
+                    chunks.put((time.monotonic() + delay_s, data))
+                else:
+                    dst.sendall(data)
+        chunks.put((0.0, b""))
+        if delay_s <= 0:
+            _shut(dst)
+        _shut(src)
+
+
+def _send_late(chunks: queue.Queue[tuple[float, bytes]], dst: socket.socket) -> None:
+    """Send each chunk when it is due; an empty chunk ends the link."""
+    with contextlib.suppress(OSError):
+        while data := (item := chunks.get())[1]:
+            time.sleep(max(0.0, item[0] - time.monotonic()))
+            dst.sendall(data)
+    _shut(dst)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+@dataclass
+class LocalRedisFailover:
+    """A primary and its replica behind one :class:`Endpoint`, and the failover that swaps them.
+
+    Clients use :attr:`url` (the endpoint). ``replication_delay_ms`` lags the
+    replica's link to the primary, so writes acknowledged by the primary reach the
+    replica that much later: the writes a failover loses under asynchronous
+    replication, unless they were acknowledged with ``WAIT``. ``persistence`` applies
+    to both servers.
+    """
+
+    persistence: str = "none"
+    replication_delay_ms: float = 0.0
+    primary: LocalRedis = field(init=False)
+    replica: LocalRedis = field(init=False)
+    endpoint: Endpoint = field(init=False)
+    _link: Endpoint | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.endpoint.port}/0"
+
+    def start(self) -> LocalRedisFailover:
+        """Start both servers, link the replica (through the lagging link) and wait for its sync."""
+        self.primary = LocalRedis(persistence=self.persistence).start()
+        try:
+            self._link = Endpoint(self.primary.port, delay_ms=self.replication_delay_ms)
+            self.replica = LocalRedis(persistence=self.persistence, replica_of=self._link.port).start()
+            self.replica.wait_in_sync()
+            self.endpoint = Endpoint(self.primary.port)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def demote_primary(self) -> None:
+        """An unplanned failover: cut the replica off (what was still on the lagging link is lost),
+        demote the primary with ``REPLICAOF`` (its clients get READONLY on every write from now),
+        then promote the replica. The endpoint still points at the demoted one: see :meth:`flip`.
+        The pair can fail over again: the demoted server replicates the new primary, lagged alike."""
+        if self._link is not None:
+            self._link.close()  # the writes the replica has not received yet are gone
+        self._link = Endpoint(self.replica.port, delay_ms=self.replication_delay_ms)
+        self.primary.demote(self._link.port)  # it replicates the new primary over a lagging link too
+        self.replica.promote()
+        self.primary, self.replica = self.replica, self.primary
+
+    def flip(self) -> None:
+        """Point the endpoint at the current primary, dropping every open connection."""
+        self.endpoint.switch(self.primary.port)
+
+    def close(self) -> None:
+        for part in ("endpoint", "_link"):
+            if (ep := getattr(self, part, None)) is not None:
+                ep.close()
+        for part in ("primary", "replica"):
+            if (server := getattr(self, part, None)) is not None:
+                server.close()
+
+    def __enter__(self) -> LocalRedisFailover:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def redis_cli_binary() -> str | None:

@@ -2,19 +2,28 @@
 
 Per batch: receive up to 10 messages (long polling), parse every body, claim the
 whole batch in one store call (:meth:`Deduplicator.process_batch`), run the handler
-on new events while a heartbeat keeps the batch invisible, then delete, with
-``DeleteMessageBatch``, only the processed messages and completed duplicates.
+on new events while a heartbeat keeps the batch invisible (and ``process_batch``
+keeps its leases alive), then delete, with ``DeleteMessageBatch``, only the
+processed messages and completed duplicates.
 Everything else stays on the queue: handler failures return after the visibility
-timeout; IN_FLIGHT copies (another consumer holds their key) are hidden until that
-claim's lease has surely run out, since receiving them sooner would only spend
-their receive counts; bad bodies and keyless events return too and reach the
-dead-letter queue after ``maxReceiveCount`` receives. A store outage deletes
-nothing and backs off. Delete failures are retried and reported, never ignored.
+timeout; IN_FLIGHT copies (another consumer holds their key) are hidden for
+``lease_s``, the longest a crashed holder's claim can last (a live holder keeps its
+lease alive, and a copy that comes back while it works is hidden again), since
+receiving them sooner would only spend their receive counts; bad bodies and
+keyless events return too and reach the dead-letter queue after ``maxReceiveCount``
+receives. A store outage deletes nothing and backs off. Delete failures are
+retried and reported, never ignored.
 
 Every receive counts towards ``maxReceiveCount``, including receives during a
 store outage: size ``maxReceiveCount`` x visibility timeout above the longest store
 outage you want to ride out without dead-lettering good messages (they can be
 redriven from the DLQ afterwards).
+
+SIGTERM or SIGINT inside a batch (in the main thread) ends it early: the handler
+that runs finishes, the events not started are released, the finished ones are
+completed and deleted, and :meth:`SQSConsumer.run` returns. A second signal
+interrupts the running handler too (``KeyboardInterrupt``), after the same
+settlement.
 """
 
 from __future__ import annotations
@@ -32,9 +41,9 @@ from typing import Any
 
 from dedup.aws.backoff import Backoff
 from dedup.aws.failures import error_code, explain, explained
-from dedup.aws.messages import Disposition, Message, decide
+from dedup.aws.messages import Disposition, Message, decide, parse_body
 from dedup.clock import SYSTEM_CLOCK, Clock
-from dedup.errors import ConfigurationError, StoreUnavailableError
+from dedup.errors import BadMessageError, ConfigurationError, MissingKeyError, StoreUnavailableError
 from dedup.service import Deduplicator, Handler, Outcome
 
 log = logging.getLogger(__name__)
@@ -60,6 +69,7 @@ class ConsumerStats:
     deleted: int = 0
     delete_failures: int = 0  # still not deleted after the retries
     store_outages: int = 0  # batches left alone, or store checks failed, because the store was down
+    released_on_stop: int = 0  # messages of a batch a signal ended early, handed back unprocessed
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -104,6 +114,9 @@ class SQSConsumer:
     * ``outage_backoff``: the pause after a store outage (grows while it lasts).
     * ``sleep`` / ``clock`` / ``rng``: injectable for tests.
     * ``on_batch``: called with each :class:`BatchReport` (progress bars, demos).
+
+    One heartbeat thread serves every batch for the consumer's life (started on the
+    first batch; :meth:`close`, or leaving ``with``, stops it).
     """
 
     def __init__(
@@ -151,6 +164,8 @@ class SQSConsumer:
         self._rng = rng or random.Random()
         self._on_batch = on_batch
         self._stop = threading.Event()
+        self._shutdown = threading.Event()  # a signal: end the running batch early
+        self._heartbeat = _Heartbeat(self._extend_visibility)
         self._checked = False
         self._outages_in_a_row = 0
         self._last_outage: StoreUnavailableError | None = None
@@ -162,13 +177,26 @@ class SQSConsumer:
         """Stop :meth:`run` after the current batch."""
         self._stop.set()
 
+    def close(self) -> None:
+        """Stop the heartbeat thread (a later batch starts it again)."""
+        self._heartbeat.close()
+
+    def __enter__(self) -> SQSConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def run(self, *, max_messages: int | None = None, max_idle_s: float | None = None) -> ConsumerStats:
         """Poll until stopped, ``max_messages`` more received, or nothing arrived for ``max_idle_s``.
 
-        In the main thread, SIGTERM and SIGINT stop it after the current batch (a
-        second signal interrupts at once).
+        In the main thread, SIGTERM and SIGINT end the current batch after the running
+        handler (the rest of the batch is released) and stop; a second signal
+        interrupts that handler too and raises ``KeyboardInterrupt`` once the batch
+        is settled.
         """
         self._stop.clear()
+        self._shutdown.clear()
         start = self.stats.received
         with self._stop_on_signals():
             idle_since_s = self._clock.now_s()
@@ -199,11 +227,18 @@ class SQSConsumer:
             return self._report(BatchReport())
         self.stats.received += len(messages)
         batch = [_message(m) for m in messages]
+        finished: list[Any] = []
         try:
-            with self._heartbeat(messages):
-                dispositions = decide(self.dedup, self.handler, batch)
+            with self._heartbeat.watching((self._visibility_entries(messages), messages),
+                                          self._beat_interval_s()):
+                dispositions = decide(self.dedup, self._guarded(finished), batch)
         except StoreUnavailableError as exc:
             return self._report(self._store_down(exc, len(messages)))
+        except KeyboardInterrupt as exc:  # process_batch completed the finished events, released the rest
+            report = self._settle_interrupted(messages, finished)
+            if not isinstance(exc, _ShutdownRequested):
+                raise
+            return report
         self._outages_in_a_row = 0
         for d in dispositions:
             self._count(d)
@@ -392,39 +427,66 @@ class SQSConsumer:
 
     # ---- heartbeat and signals ----------------------------------------------
 
-    @contextlib.contextmanager
-    def _heartbeat(self, messages: Sequence[dict[str, Any]]) -> Iterator[None]:
-        """Keep ``messages`` invisible while the batch runs, so no one else receives them."""
+    def _visibility_entries(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        visibility_s = self.visibility_timeout_s
+        return [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": visibility_s}
+                for i, m in enumerate(messages)]
+
+    def _beat_interval_s(self) -> float:
+        """0 turns the heartbeat off (no visibility timeout to extend)."""
         visibility_s = self.visibility_timeout_s or 0
-        interval_s = self.heartbeat_interval_s or visibility_s / 3
-        if visibility_s <= 0 or interval_s <= 0:
-            yield
-            return
-        done = threading.Event()
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": visibility_s}
-                   for i, m in enumerate(messages)]
-        ids = {str(i): m["MessageId"] for i, m in enumerate(messages)}
+        return 0.0 if visibility_s <= 0 else (self.heartbeat_interval_s or visibility_s / 3)
 
-        def beat() -> None:
-            while not done.wait(interval_s):
-                try:
-                    response = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url,
-                                                                        Entries=entries)
-                except Exception as exc:
-                    log.warning("heartbeat on %s failed: %s", self.queue_url, exc)
-                    continue
-                for bad in response.get("Failed", []):
-                    log.warning("could not extend the visibility of message %s (%s): another consumer "
-                                "may receive it; its claim makes it IN_FLIGHT there",
-                                ids.get(bad["Id"]), bad.get("Code"))
-
-        thread = threading.Thread(target=beat, name="sqs-heartbeat", daemon=True)
-        thread.start()
+    def _extend_visibility(self, batch: tuple[list[dict[str, Any]], Sequence[dict[str, Any]]]) -> None:
+        """One heartbeat: keep a running batch's messages invisible, so no one else receives them."""
+        entries, messages = batch
         try:
-            yield
-        finally:
-            done.set()
-            thread.join()
+            response = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+        except Exception as exc:
+            log.warning("heartbeat on %s failed: %s", self.queue_url, exc)
+            return
+        for bad in response.get("Failed", []):
+            log.warning("could not extend the visibility of message %s (%s): another consumer may receive "
+                        "it; its claim makes it IN_FLIGHT there", messages[int(bad["Id"])]["MessageId"],
+                        bad.get("Code"))
+
+    def _guarded(self, finished: list[Any]) -> Handler:
+        """The handler, refusing to start once a signal asked to stop, noting each event it finished."""
+        handler = self.handler
+
+        def guarded(event: Any) -> Any:
+            if self._shutdown.is_set():
+                raise _ShutdownRequested
+            value = handler(event)
+            finished.append(event)
+            return value
+
+        return guarded
+
+    def _settle_interrupted(self, messages: Sequence[dict[str, Any]], finished: Sequence[Any]) -> BatchReport:
+        """Delete the messages of the events whose handler finished (``process_batch`` completed
+        them); make the rest visible again at once, for another consumer to take."""
+        done_keys = {self.dedup.key_of(event) for event in finished}
+        keep, delete = [], []
+        for m in messages:
+            try:
+                key = self.dedup.key_of(parse_body(m.get("Body", ""), m["MessageId"]), m["MessageId"])
+            except (BadMessageError, MissingKeyError):
+                key = None
+            (delete if key is not None and key in done_keys else keep).append(m)
+        deleted, failures = self._delete([(m["MessageId"], m["ReceiptHandle"]) for m in delete])
+        self.stats.processed += len(finished)
+        self.stats.released_on_stop += len(keep)
+        if keep:
+            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                       for i, m in enumerate(keep)]
+            # Best effort: they return after the visibility timeout anyway.
+            with contextlib.suppress(Exception):
+                self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+        log.warning("batch interrupted: %d finished event(s) completed, %d message(s) deleted; %d message(s) "
+                    "released for redelivery", len(finished), len(deleted), len(keep))
+        self._stop.set()
+        return self._report(BatchReport(len(messages), (), tuple(deleted), tuple(failures)))
 
     @contextlib.contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
@@ -433,9 +495,11 @@ class SQSConsumer:
             return
 
         def on_signal(signum: int, frame: Any) -> None:
-            if self._stop.is_set():
+            if self._shutdown.is_set():
                 raise KeyboardInterrupt
-            log.info("%s: stopping after the current batch (again to stop now)", signal.Signals(signum).name)
+            log.info("%s: stopping after the running handler; the rest of the batch is released (again to "
+                     "interrupt the handler too)", signal.Signals(signum).name)
+            self._shutdown.set()
             self._stop.set()
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -444,6 +508,71 @@ class SQSConsumer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+class _ShutdownRequested(KeyboardInterrupt):
+    """Raised instead of starting a handler once a signal asked the consumer to stop."""
+
+
+class _Heartbeat:
+    """One thread, for the consumer's life, that extends the running batch's visibility every interval."""
+
+    def __init__(self, beat: Callable[[Any], None]) -> None:
+        self._beat = beat
+        self._lock = threading.Lock()  # guards _batch and _thread
+        self._beating = threading.Lock()  # held while a beat is sent
+        self._wake = threading.Event()
+        self._batch: tuple[Any, float] | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watching(self, batch: Any, interval_s: float) -> Iterator[None]:
+        """Beat on ``batch`` every ``interval_s`` (0: never) until the block ends."""
+        if interval_s <= 0:
+            yield
+            return
+        with self._lock:
+            self._batch = (batch, interval_s)
+            self._closed = False
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="sqs-heartbeat", daemon=True)
+                self._thread.start()
+        self._wake.set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batch = None
+            self._wake.set()
+            with self._beating:  # no beat of this batch after it ended
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed, thread = True, self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                if self._closed:
+                    return
+                batch = self._batch
+            if batch is None:
+                continue
+            # Beat every interval until the batch changes (a wake) or ends.
+            while not self._wake.wait(batch[1]):
+                with self._beating:
+                    with self._lock:
+                        if self._batch is not batch:
+                            break
+                    self._beat(batch[0])
+            self._wake.set()  # re-read the state at the top
 
 
 def _message(raw: dict[str, Any]) -> Message:

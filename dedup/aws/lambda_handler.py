@@ -10,17 +10,29 @@ and its store connection are cached at module level across invocations):
                        or ``memory`` (dedups within one container only)
 ``DEDUP_KEY``          key strategy spec (default ``auto``)
 ``DEDUP_WINDOW_S``     dedup window in seconds (default 300)
-``DEDUP_LEASE_S``      claim lease in seconds, above the handler's longest run (default 60)
+``DEDUP_LEASE_S``      how long a crashed (timed-out) invocation's claims block the events
+                       (default 60); a live invocation keeps its leases alive
 ``DEDUP_MODE``         ``fixed`` or ``sliding`` (default ``fixed``)
 ``DEDUP_PREFIX``       storage-key namespace, to share one store between
                        applications (default ``dedup:``)
 =====================  ===========================================================
 
 It returns ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}`` naming
-every record that must not be deleted: handler failures, IN_FLIGHT copies, bodies
-that are not JSON objects and events without a key. The mapping must enable
+every record that must not be deleted: handler failures, IN_FLIGHT copies (also
+those whose lease was lost before their handler ran), bodies that are not JSON
+objects and events without a key. The mapping must enable
 ``FunctionResponseTypes=["ReportBatchItemFailures"]``, or Lambda retries the whole
 batch. Imports only the core: no boto3 needed here.
+
+While the batch runs, its leases are kept alive, but never past the invocation's
+end (``context.get_remaining_time_in_millis()``, less :data:`DEADLINE_MARGIN_S`):
+an invocation that times out is a crashed holder, whose claims lapse ``lease_s``
+later. Store errors never fail the invocation: a store that cannot be reached to
+claim reports every record; once handlers ran, a record whose completion could
+not be written is still acknowledged (its effect happened), one whose claim
+could not be released is reported, and a record whose handler ran after its
+lease was lost is acknowledged and logged at ERROR (running it again could only
+repeat the effect).
 """
 
 from __future__ import annotations
@@ -42,27 +54,43 @@ log = logging.getLogger(__name__)
 SETTINGS = ("DEDUP_HANDLER", "DEDUP_STORE_URL", "DEDUP_KEY", "DEDUP_WINDOW_S", "DEDUP_LEASE_S", "DEDUP_MODE",
             "DEDUP_PREFIX")
 
+DEADLINE_MARGIN_S = 1.0
+"""Leases are not kept alive in the invocation's last second (or last tenth, if shorter)."""
+
 _cached: tuple[tuple[str | None, ...], Deduplicator, Handler] | None = None
 
 
 def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, list[dict[str, str]]]:
     """The Lambda entry point."""
     dedup, user_handler = configured()
-    return handle_sqs_event(event, dedup, user_handler)
+    return handle_sqs_event(event, dedup, user_handler, deadline_s=invocation_deadline_s(dedup, context))
+
+
+def invocation_deadline_s(dedup: Deduplicator, context: Any) -> float | None:
+    """When this invocation ends, on the store's clock (``None`` without a Lambda context)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    remaining_s = max(0.0, remaining() / 1000)
+    return dedup.store.clock.now_s() + remaining_s - min(DEADLINE_MARGIN_S, remaining_s / 10)
 
 
 def handle_sqs_event(
-    event: Mapping[str, Any], dedup: Deduplicator, user_handler: Handler
+    event: Mapping[str, Any], dedup: Deduplicator, user_handler: Handler, *, deadline_s: float | None = None
 ) -> dict[str, list[dict[str, str]]]:
-    """Dedup and handle one SQS event; report the records that must come back."""
+    """Dedup and handle one SQS event; report the records that must come back.
+
+    ``deadline_s`` (the store clock's time) is when the invocation ends: no lease is
+    kept alive past it.
+    """
     records = event.get("Records") if isinstance(event, Mapping) else None
     if not isinstance(records, list):
         raise ConfigurationError("not an SQS event (no 'Records' list): is the function triggered by an "
                                  "SQS event source mapping?")
     messages = [_message(record) for record in records]
     try:
-        dispositions = decide(dedup, user_handler, messages)
-    except StoreUnavailableError as exc:
+        dispositions = decide(dedup, user_handler, messages, deadline_s=deadline_s)
+    except StoreUnavailableError as exc:  # at claim: no handler ran
         log.error("%s: all %d records reported failed; SQS delivers them again", exc, len(messages))
         return {"batchItemFailures": [{"itemIdentifier": m.message_id} for m in messages]}
     return {"batchItemFailures": [{"itemIdentifier": d.message.message_id}

@@ -87,11 +87,13 @@ def envelope_id(body: str) -> str | None:
     return event_id if isinstance(event_id, str) else None
 
 
-def decide(dedup: Deduplicator, handler: Handler, messages: Sequence[Message]) -> list[Disposition]:
+def decide(dedup: Deduplicator, handler: Handler, messages: Sequence[Message], *,
+           deadline_s: float | None = None) -> list[Disposition]:
     """Parse every body, then dedup and handle the parsed ones in one ``process_batch`` call.
 
     Raises :class:`~dedup.errors.StoreUnavailableError` (under ``fail_closed``) when
     the store cannot be reached: then nothing was decided and nothing may be deleted.
+    ``deadline_s`` (store clock) bounds how long the batch's leases are kept alive.
     """
     dispositions: list[Disposition | None] = [None] * len(messages)
     parsed: list[int] = []
@@ -107,7 +109,7 @@ def decide(dedup: Deduplicator, handler: Handler, messages: Sequence[Message]) -
             dispositions[i] = Disposition(message, bad=exc)
     if events:
         ids = [messages[i].message_id for i in parsed]
-        results = dedup.process_batch(events, handler, message_ids=ids)
+        results = dedup.process_batch(events, handler, message_ids=ids, deadline_s=deadline_s)
         for i, result in zip(parsed, results, strict=True):
             dispositions[i] = Disposition(messages[i], result=result)
     return [d for d in dispositions if d is not None]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dedup.errors import ConfigurationError
+from dedup.localredis import PERSISTENCE
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,20 @@ class ChaosConfig:
     Faults: ``kills_after_claim`` / ``kills_mid_batch`` / ``kills_before_delete``
     SIGKILLs, each triggered by its own good event (the first consumer to claim it / to
     record its effect / to delete its message dies, once), so every planned kill happens,
-    ``redis_restarts`` stops of the dedup Redis for ``outage_s`` each (its data is lost).
+    ``redis_restarts`` crashes (SIGKILL) of the dedup Redis for ``outage_s`` each; it
+    restarts with what ``redis_persistence`` (a key of
+    :data:`dedup.localredis.PERSISTENCE`) kept: ``aof-always`` (the default, the
+    recommended setting) keeps every acknowledged write, ``none`` loses them all.
+    ``failovers`` instead runs Redis as a primary and a replica whose link lags by
+    ``replication_delay_ms``: mid-run the replica is promoted and the old primary
+    demoted with ``REPLICAOF`` while handlers run (its clients get READONLY for
+    ``readonly_s``) before the endpoint flips to the new primary. ``wait_replicas``
+    1 makes every complete wait for the replica's acknowledgement (``WAIT``); 0
+    leaves replication asynchronous.
 
-    Timing: ``visibility_timeout_s`` of the queue; ``lease_s`` above a batch's longest
-    run; ``max_receive_count`` high enough that a message held by killed consumers'
+    Timing: ``visibility_timeout_s`` of the queue; ``lease_s``, how long a killed
+    consumer's claims block their events (live consumers keep theirs alive, however
+    long a batch runs); ``max_receive_count`` high enough that a message held by killed consumers'
     leases twice over (two kill triggers in one batch) is reclaimed before it is
     dead-lettered (a tighter limit dead-letters a good copy now and then on a slow
     machine); ``window_s`` longer than the run,
@@ -65,6 +76,12 @@ class ChaosConfig:
     kills_before_delete: int = 3
     redis_restarts: int = 1
     outage_s: float = 3.0
+    redis_persistence: str = "aof-always"
+    failovers: int = 0
+    replication_delay_ms: float = 50.0
+    readonly_s: float = 1.0
+    wait_replicas: int = 0
+    complete_within_s: float | None = 0.0
     visibility_timeout_s: int = 2
     lease_s: float = 10.0
     window_s: float = 3_600.0
@@ -76,21 +93,28 @@ class ChaosConfig:
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("poison_per_kind", "transient", "transient_failures", "slow", "kills_after_claim",
-                     "kills_mid_batch", "kills_before_delete", "redis_restarts"):
+                     "kills_mid_batch", "kills_before_delete", "redis_restarts", "failovers",
+                     "wait_replicas", "replication_delay_ms", "readonly_s"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("publish_retry_rate", "delivery_duplicate_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigurationError(f"{name} must be within 0..1, got {getattr(self, name)}")
+        if self.redis_persistence not in PERSISTENCE:
+            raise ConfigurationError(f"redis_persistence must be one of {', '.join(PERSISTENCE)}, "
+                                     f"got {self.redis_persistence!r}")
+        if self.failovers and self.redis_restarts:
+            raise ConfigurationError("a run either restarts Redis or fails it over, not both")
+        if self.wait_replicas and not self.failovers:
+            raise ConfigurationError("wait_replicas needs a replica: set failovers")
         if self.transient + self.slow + sum(self.kills.values()) > self.events:
             raise ConfigurationError("transient + slow events + kills cannot exceed events (each takes "
                                      "its own event)")
         if self.slow and self.slow_s <= self.visibility_timeout_s:
             raise ConfigurationError(f"slow_s ({self.slow_s}) must exceed visibility_timeout_s "
                                      f"({self.visibility_timeout_s}), or the heartbeat is not exercised")
-        if self.lease_s <= 2 * self.slow_s:
-            raise ConfigurationError(f"lease_s ({self.lease_s}) must exceed a batch holding two slow "
-                                     f"events (2 x slow_s = {2 * self.slow_s})")
+        if self.complete_within_s is not None and self.complete_within_s < 0:
+            raise ConfigurationError(f"complete_within_s must be >= 0, got {self.complete_within_s}")
         if self.window_s <= self.settle_timeout_s:
             raise ConfigurationError("window_s must exceed settle_timeout_s, so every duplicate arrives "
                                      "within the window")
@@ -100,6 +124,11 @@ class ChaosConfig:
                         "lease is received about %d times before it can be claimed again (twice that "
                         "when two kills hit its batch), so good events may be dead-lettered",
                         self.max_receive_count, receives_while_held)
+
+    @property
+    def restart_loses_data(self) -> bool:
+        """Whether a crash of the dedup Redis loses acknowledged writes under ``redis_persistence``."""
+        return self.redis_persistence in ("none", "rdb")
 
     @property
     def publish_retries(self) -> int:
@@ -119,6 +148,11 @@ class ChaosConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
+    def failover(cls, **changes: Any) -> ChaosConfig:
+        """The failover scenario (:data:`FAILOVER`) with ``changes``."""
+        return cls(**{**FAILOVER, **changes})
+
+    @classmethod
     def small(cls, **changes: Any) -> ChaosConfig:
         """A run of a few hundred messages and every fault kind, for tests and notebooks."""
         base = cls(events=200, consumers=3, wave_size=100, poison_per_kind=1, transient=4, slow=2,
@@ -126,6 +160,15 @@ class ChaosConfig:
                    outage_s=1.5, visibility_timeout_s=1, lease_s=4.0, max_receive_count=14,
                    settle_timeout_s=120.0)
         return base.replace(**changes) if changes else base
+
+
+FAILOVER: dict[str, Any] = {
+    "failovers": 3, "redis_restarts": 0, "kills_after_claim": 0, "kills_before_delete": 0,
+    "replication_delay_ms": 200.0, "complete_within_s": None,
+}
+"""What the failover scenario changes: three failovers (a replica 200 ms behind promoted, the
+primary demoted) instead of the restart, no kills, and completions batched (the library default),
+so that WAIT costs a replica round trip per batch, not per event."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +186,8 @@ class WorkerSpec:
     window_s: float
     slow_s: float
     transient_failures: int
+    wait_replicas: int = 0
+    complete_within_s: float | None = 0.0
     slow_keys: tuple[str, ...] = ()
     transient_keys: tuple[str, ...] = ()
     poison_keys: tuple[str, ...] = ()

@@ -6,14 +6,23 @@ Definitions (the ledger is the ground truth of effects):
 * **double-processed**: a logical event with more than one effect. Every extra
   effect is attributed to the first cause that explains it, else it is *unexplained*:
 
-  - *Redis data loss*: the earlier effect's claim returned before the dedup Redis
-    died, and the later effect's claim started after it was restarted, empty. Its
-    records were gone, so the window could not suppress the later copy.
-  - *crash between effect and completion*: the earlier effect belongs to a batch
-    whose process was SIGKILLed (``mid_batch``) before the batch was completed; the
-    claim lapsed with its lease and a redelivery ran the handler again. No dedup
-    store can close this gap: only an effect that is idempotent, or committed in
-    one transaction with the dedup record, can.
+  - *crash between effect and completion*: the earlier effect is the one whose
+    process was SIGKILLed (``mid_batch``) right after it, before it was completed;
+    the claim lapsed with its lease and a redelivery ran the handler again. Events
+    the batch had finished before are completed already, so each such kill explains
+    one extra effect, of its own trigger event. No dedup store can close this gap:
+    only an effect that is idempotent, or committed in one transaction with the dedup
+    record, can.
+  - *Redis data loss (restart without persistence)*: only when the run's Redis
+    persists nothing a crash keeps (``none``, ``rdb``): the earlier effect's claim
+    returned before the dedup Redis died, and the later effect's claim started after
+    it was restarted, empty. With AOF a restart explains nothing: every double is
+    unexplained.
+  - *failover (asynchronous replication)*: the earlier effect's claim returned
+    before the endpoint flipped to the promoted replica, the later one's started
+    after the failover began: the replica had not received the record yet (or a
+    write reached the old primary after the promotion). ``WAIT``-acknowledged
+    completes remove the lost completions.
 
   The window (``window_s``) outlasts the run, so every duplicate arrives within it:
   an *unexplained* extra effect is a duplicate the window should have caught.
@@ -34,7 +43,8 @@ from dedup.errors import BadMessageError, MissingKeyError
 from dedup.keys import derive_key, key_strategy
 
 POISON_KINDS = ("not_json", "keyless", "handler")
-CAUSE_REDIS = "Redis data loss (restart)"
+CAUSE_REDIS = "Redis data loss (restart without persistence)"
+CAUSE_FAILOVER = "failover (asynchronous replication)"
 CAUSE_CRASH = "crash between effect and completion"
 CAUSE_NONE = "unexplained"
 DECISIONS = ("processed", "duplicate", "in_flight", "failed", "bad_input")
@@ -63,6 +73,16 @@ class Restart:
     stop_end_s: float
     restart_s: float
     up_s: float
+
+
+@dataclass(frozen=True)
+class Failover:
+    """One failover of the dedup Redis (epoch seconds): replica promoted and primary demoted at
+    ``begin_s`` .. ``demoted_s``, the endpoint flipped to the new primary at ``flipped_s``."""
+
+    begin_s: float
+    demoted_s: float
+    flipped_s: float
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,13 @@ class ChaosReport:
         return self.extra_effects.get(CAUSE_NONE, 0)
 
     @property
+    def doubles_allowed(self) -> int:
+        """Double-processed events the faults can explain: one per kill between effect and completion,
+        and those explained by data loss the run's Redis setting allows."""
+        return (self.config.kills_mid_batch + self.extra_effects.get(CAUSE_REDIS, 0)
+                + self.extra_effects.get(CAUSE_FAILOVER, 0))
+
+    @property
     def deleted_unchecked(self) -> int:
         """Messages deleted although they were neither processed nor a completed duplicate."""
         return sum(n for outcome, n in self.deletions.items() if outcome not in ("processed", "duplicate"))
@@ -112,6 +139,9 @@ class ChaosReport:
             (not self.lost, f"{len(self.lost)} events lost: {list(self.lost)[:5]}"),
             (self.unexplained_extra_effects == 0,
              f"{self.unexplained_extra_effects} extra effects of duplicates within the window"),
+            (self.double_processed <= self.doubles_allowed,
+             f"{self.double_processed} events processed twice, more than the {self.doubles_allowed} the "
+             f"faults explain"),
             (not self.poison_missing, f"poison not dead-lettered: {list(self.poison_missing)[:5]}"),
             (self.poison_min_receive_count is None or self.poison_min_receive_count >= c.max_receive_count,
              f"poison dead-lettered after {self.poison_min_receive_count} receives, "
@@ -149,7 +179,11 @@ class ChaosReport:
             *((f"SIGKILL {point.replace('_', ' ')}", f"{self.faults.get('kill_' + point, 0)} of "
                f"{self.kills_planned.get(point, 0)} planned") for point in KILL_POINTS),
             ("consumer respawns", self.faults.get("respawns", 0)),
-            ("Redis stop + restart (data lost)", self.faults.get("redis_restarts", 0)),
+            *([(f"Redis crash + restart (persistence {c.redis_persistence})",
+                self.faults.get("redis_restarts", 0))] if c.redis_restarts else []),
+            *([(f"Redis failover (replica lag {c.replication_delay_ms:g} ms, "
+                f"{'WAIT-acknowledged' if c.wait_replicas else 'asynchronous'} completes)",
+                self.faults.get("failovers", 0))] if c.failovers else []),
             ("  batches left undecided while it was down", self.faults.get("outage_batches", 0)),
             ("  store checks that failed (nothing received)", self.faults.get("outage_checks", 0)),
             ("transient handler failures", self.faults.get("transient_failures", 0)),
@@ -159,10 +193,12 @@ class ChaosReport:
             ("effects recorded", self.effects),
             ("events processed", self.processed_events),
             ("lost (asserted 0)", len(self.lost)),
-            ("double-processed events", self.double_processed),
+            (f"double-processed events (asserted <= {self.doubles_allowed})", self.double_processed),
             (f"  extra effects, {CAUSE_NONE} (asserted 0)", self.unexplained_extra_effects),
+            (f"  extra effects, {CAUSE_CRASH} (<= {c.kills_mid_batch} kills)",
+             self.extra_effects.get(CAUSE_CRASH, 0)),
             (f"  extra effects, {CAUSE_REDIS}", self.extra_effects.get(CAUSE_REDIS, 0)),
-            (f"  extra effects, {CAUSE_CRASH}", self.extra_effects.get(CAUSE_CRASH, 0)),
+            (f"  extra effects, {CAUSE_FAILOVER}", self.extra_effects.get(CAUSE_FAILOVER, 0)),
             ("effects on poison (asserted 0)", self.unexpected_effects),
             ("in the DLQ", sum(self.dead_letters.values())),
             ("  poison (not JSON / keyless / failing)",
@@ -203,6 +239,7 @@ class ChaosReport:
 
 def analyse(*, config: ChaosConfig, workload: Workload, ledger: Ledger, published: Published,
             dead_letters: list[dict[str, Any]], restarts: tuple[Restart, ...],
+            failovers: tuple[Failover, ...] = (),
             unexpected_exits: tuple[str, ...], settled: bool, left_on_queue: int, wall_time_s: float,
             work_dir: str | None) -> ChaosReport:
     """Reconcile the ledger, the DLQ and what was published into a :class:`ChaosReport`."""
@@ -213,14 +250,16 @@ def analyse(*, config: ChaosConfig, workload: Workload, ledger: Ledger, publishe
     for call in calls:
         if call.outcome == "effect":
             effects[call.key].append(call)
-    extra = collections.Counter(_cause(a, b, faults, restarts)
+    restarts = restarts if config.restart_loses_data else ()  # with AOF a restart explains nothing
+    extra = collections.Counter(_cause(a, b, faults, restarts, failovers)
                                 for key in good for a, b in itertools.pairwise(effects[key]))
     dead_kinds, dead_good, poison_missing, min_count = _dead_letters(dead_letters, workload, published)
     fault_counts = collections.Counter(f"kill_{f.kind}" for f in faults)
     outage_batches, outage_checks = ledger.outage_batches()
     fault_counts.update({
         "respawns": len(faults) + len(unexpected_exits),
-        "redis_restarts": len(restarts),
+        "redis_restarts": len(restarts) if config.restart_loses_data else config.redis_restarts,
+        "failovers": len(failovers),
         "outage_batches": outage_batches,
         "outage_checks": outage_checks,
         "transient_failures": sum(c.outcome == "transient" for c in calls),
@@ -258,19 +297,24 @@ def analyse(*, config: ChaosConfig, workload: Workload, ledger: Ledger, publishe
     )
 
 
-def _cause(first: Call, second: Call, faults: list[Fault], restarts: tuple[Restart, ...]) -> str:
+def _cause(first: Call, second: Call, faults: list[Fault], restarts: tuple[Restart, ...],
+           failovers: tuple[Failover, ...]) -> str:
     """Why ``second`` ran although ``first`` had already had its effect.
 
     The crash comes first: it alone re-runs the effect, whether or not Redis lost data later.
+    ``restarts`` holds only restarts that lost data.
     """
     for f in faults:
-        # the whole batch: every effect of it before the kill is re-run, not only the trigger's
-        if f.kind == "mid_batch" and f.pid == first.pid and f.claim_start_s == first.claim_start_s:
+        if f.kind == "mid_batch" and f.pid == first.pid and f.key == first.key:
             return CAUSE_CRASH
+    if first.claim_end_s is None or second.claim_start_s is None:
+        return CAUSE_NONE
     for r in restarts:
-        if (first.claim_end_s is not None and second.claim_start_s is not None
-                and first.claim_end_s <= r.stop_end_s and second.claim_start_s >= r.restart_s):
+        if first.claim_end_s <= r.stop_end_s and second.claim_start_s >= r.restart_s:
             return CAUSE_REDIS
+    for fo in failovers:
+        if first.claim_end_s <= fo.flipped_s and second.claim_start_s >= fo.begin_s:
+            return CAUSE_FAILOVER
     return CAUSE_NONE
 
 

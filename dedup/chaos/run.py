@@ -1,6 +1,7 @@
 """The parent of a chaos run: servers, stack, consumer processes, waves of traffic, faults, report.
 
-It starts a throwaway ``redis-server`` (the dedup store; restarted mid-run) and,
+It starts a throwaway ``redis-server`` (the dedup store; crashed and restarted
+mid-run, or a primary and replica failed over mid-run) and,
 unless given one, an embedded moto server; provisions a stack with a short
 visibility timeout; spawns the consumer processes (``dedup.chaos.worker``), each
 with its kill plan, and respawns them when they kill themselves; publishes the
@@ -34,11 +35,11 @@ from dedup.aws.producer import DuplicateInjector, put_events, to_entry
 from dedup.aws.stack import StackConfig, StackHandles, provision, queue_depth, teardown
 from dedup.chaos.config import ChaosConfig, WorkerSpec
 from dedup.chaos.ledger import Ledger
-from dedup.chaos.report import ChaosReport, Published, Restart, analyse
+from dedup.chaos.report import ChaosReport, Failover, Published, Restart, analyse
 from dedup.chaos.workload import Workload, build_workload
 from dedup.clock import SYSTEM_CLOCK
 from dedup.errors import ConfigurationError
-from dedup.localredis import LocalRedis
+from dedup.localredis import LocalRedis, LocalRedisFailover
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ POLL_S = 0.2  # how often the parent looks at the queue and the consumer process
 START_TIMEOUT_S = 60.0  # for every consumer process to be ready to poll
 STOP_TIMEOUT_S = 15.0  # SIGTERM lets a consumer finish its batch; then SIGKILL
 MAX_UNEXPECTED_EXITS = 10  # beyond this a consumer is crash-looping: stop the run
+REDIS_START_TIMEOUT_S = 4.0  # a store that cannot start is reported within 5 s
 
 
 def run_chaos(config: ChaosConfig | None = None, *, aws: EmbeddedAWS | None = None,
@@ -72,7 +74,9 @@ class _ChaosRun:
         self._keep_dir = work_dir is not None
         self.dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="dedup-chaos-"))
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.redis = LocalRedis()
+        self.redis = LocalRedis(persistence=config.redis_persistence, start_timeout_s=REDIS_START_TIMEOUT_S)
+        self.pair: LocalRedisFailover | None = None
+        self.failovers: list[Failover] = []
         self.workload: Workload | None = None
         self.sqs: Any = None
         self.events: Any = None
@@ -95,6 +99,8 @@ class _ChaosRun:
         if self.ledger is not None:
             self.ledger.close()
         self.redis.close()
+        if self.pair is not None:
+            self.pair.close()
         if self._own_aws:
             self.aws.stop()
         elif self.stack is not None:
@@ -105,9 +111,14 @@ class _ChaosRun:
     def execute(self) -> ChaosReport:
         config = self.config
         started_s = time.monotonic()
+        # The store first: if it cannot start, that is said at once (before moto and the workload).
+        if config.failovers:
+            self.pair = LocalRedisFailover(persistence=config.redis_persistence,
+                                           replication_delay_ms=config.replication_delay_ms).start()
+        else:
+            self.redis.start()
         self.workload = workload = build_workload(config)
         self.aws.start()
-        self.redis.start()
         self.stack = StackConfig(name=f"chaos-{uuid.uuid4().hex[:8]}",
                                  visibility_timeout_s=config.visibility_timeout_s,
                                  max_receive_count=config.max_receive_count, receive_wait_s=0)
@@ -115,8 +126,9 @@ class _ChaosRun:
         self.sqs, self.events = self.aws.client("sqs"), self.aws.client("events")
         ledger = self.ledger = Ledger(self.dir / "ledger.sqlite")
         log.info("chaos run: %d events, %d consumers, seed %d, faults planned: kills %s, "
-                 "%d Redis restart(s); work dir %s", config.events, config.consumers, config.seed,
-                 config.kills, config.redis_restarts, self.dir)
+                 "%d Redis restart(s) (persistence %s), %d failover(s); work dir %s", config.events,
+                 config.consumers, config.seed, config.kills, config.redis_restarts, config.redis_persistence,
+                 config.failovers, self.dir)
         for slot in range(config.consumers):
             self._spawn(slot)
         # Traffic starts once every consumer polls, so that each meets enough of it to hit its kill point.
@@ -130,7 +142,8 @@ class _ChaosRun:
         dead = self._dead_letters()
         return analyse(
             config=config, workload=workload, ledger=ledger, published=published,
-            dead_letters=dead, restarts=tuple(self.restarts), unexpected_exits=tuple(self.unexpected_exits),
+            dead_letters=dead, restarts=tuple(self.restarts), failovers=tuple(self.failovers),
+            unexpected_exits=tuple(self.unexpected_exits),
             settled=settled, left_on_queue=left, wall_time_s=time.monotonic() - started_s,
             work_dir=str(self.dir) if self._keep_dir else None,
         )
@@ -154,8 +167,8 @@ class _ChaosRun:
         per_wave = max(1, config.wave_size // size)
         retries = collections.Counter(self.rng.randrange(chunks) for _ in range(config.publish_retries))
         copies = collections.Counter(self.rng.randrange(chunks) for _ in range(config.delivery_duplicates))
-        restart_after = collections.Counter((r + 1) * chunks // (config.redis_restarts + 1)
-                                            for r in range(config.redis_restarts))
+        store_faults = config.redis_restarts + config.failovers
+        fault_after = collections.Counter((r + 1) * chunks // (store_faults + 1) for r in range(store_faults))
         publisher = DuplicateInjector(seed=config.seed)
         copier = DuplicateInjector(seed=config.seed + 1)
         peeker_sqs = self.aws.client("sqs")
@@ -170,8 +183,8 @@ class _ChaosRun:
                 published.accepted += report.sent
                 published.failed += len(report.failed)
                 pending = peek.result()
-                for _ in range(restart_after[c]):  # mid-wave, while the consumers work on this chunk
-                    self._restart_redis()
+                for _ in range(fault_after[c]):  # mid-wave, while the consumers work on this chunk
+                    self._fail_over() if config.failovers else self._restart_redis()
                 if (c + 1) % per_wave == 0 or c == chunks - 1:
                     self._wait(lambda: self._depth() <= config.wave_size // 2, config.settle_timeout_s)
                     log.info("published %d of %d events; queue depth %d",
@@ -207,16 +220,33 @@ class _ChaosRun:
     # ---- faults -----------------------------------------------------------------
 
     def _restart_redis(self) -> None:
+        """Crash the dedup Redis (SIGKILL) and start it again after ``outage_s``, with what it persisted."""
         stop_begin_s = SYSTEM_CLOCK.now_s()
-        self.redis.stop()
+        self.redis.kill()
         stop_end_s = SYSTEM_CLOCK.now_s()
-        log.info("Redis stopped (its data is gone); restarting in %.1f s", self.config.outage_s)
+        log.info("Redis crashed (persistence %s); restarting in %.1f s", self.config.redis_persistence,
+                 self.config.outage_s)
         deadline = time.monotonic() + self.config.outage_s
         self._wait(lambda: time.monotonic() >= deadline, self.config.outage_s + 1)
         restart_s = SYSTEM_CLOCK.now_s()
         self.redis.start()
         self.restarts.append(Restart(stop_begin_s, stop_end_s, restart_s, SYSTEM_CLOCK.now_s()))
         log.info("Redis restarted after %.1f s", restart_s - stop_begin_s)
+
+    def _fail_over(self) -> None:
+        """Fail Redis over while handlers run: the replica cut off and promoted, the primary demoted with
+        REPLICAOF (its clients get READONLY for ``readonly_s``), then the endpoint flips to the new one."""
+        assert self.pair is not None
+        begin_s = SYSTEM_CLOCK.now_s()
+        self.pair.demote_primary()
+        demoted_s = SYSTEM_CLOCK.now_s()
+        log.info("Redis failover: replica promoted, old primary demoted (READONLY); flipping in %.1f s",
+                 self.config.readonly_s)
+        deadline = time.monotonic() + self.config.readonly_s
+        self._wait(lambda: time.monotonic() >= deadline, self.config.readonly_s + 1)
+        self.pair.flip()
+        self.failovers.append(Failover(begin_s, demoted_s, SYSTEM_CLOCK.now_s()))
+        log.info("Redis endpoint flipped to the new primary")
 
     # ---- consumer processes -----------------------------------------------------
 
@@ -225,7 +255,9 @@ class _ChaosRun:
         assert self.handles is not None and self.ledger is not None and workload is not None
         spec = WorkerSpec(
             slot=slot, endpoint_url=self.aws.endpoint_url, region=self.aws.region,
-            queue_url=self.handles.queue_url, redis_url=self.redis.url, ledger_path=str(self.ledger.path),
+            queue_url=self.handles.queue_url, redis_url=self.pair.url if self.pair else self.redis.url,
+            ledger_path=str(self.ledger.path), wait_replicas=self.config.wait_replicas,
+            complete_within_s=self.config.complete_within_s,
             visibility_timeout_s=self.config.visibility_timeout_s, lease_s=self.config.lease_s,
             window_s=self.config.window_s, slow_s=self.config.slow_s,
             transient_failures=self.config.transient_failures, slow_keys=workload.slow_keys,

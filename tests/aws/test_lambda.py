@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import aws_lambda_targets
 import pytest
 from samples import load_event
 
 from dedup.aws import lambda_handler
-from dedup.aws.lambda_handler import configured, handle_sqs_event, handler
+from dedup.aws.lambda_handler import configured, handle_sqs_event, handler, invocation_deadline_s
+from dedup.clock import ManualClock
 from dedup.errors import ConfigurationError
-from dedup.localredis import free_port
+from dedup.localredis import LocalRedis, free_port
 from dedup.service import Deduplicator
 from dedup.stores import MemoryStore, RedisStore
+from dedup.stores.base import ClaimStatus
 
 EVENT = "lambda_sqs_event_mixed.json"
 # The records of the canonical event, by what they hold.
@@ -59,6 +63,67 @@ def test_a_store_outage_reports_every_record():
     response = handle_sqs_event(load_event(EVENT), down, aws_lambda_targets.record)
     assert failures(response) == [GENESYS, REPUBLISHED, NOT_JSON, KEYLESS, NICE]
     assert aws_lambda_targets.handled == []
+
+
+@dataclass
+class Context:
+    """The part of a Lambda context the entry point reads."""
+
+    remaining_ms: int
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.mark.parametrize("remaining_ms, another_invocation_gets, lost", [
+    pytest.param(900_000, ClaimStatus.IN_FLIGHT, 0, id="the invocation outlives the handler: lease kept"),
+    pytest.param(2_000, ClaimStatus.CLAIMED, 1, id="the invocation would have timed out: lease lapsed"),
+])
+def test_a_handler_slower_than_the_lease_keeps_its_lease_for_the_invocation_and_no_longer(
+        remaining_ms, another_invocation_gets, lost, caplog):
+    clock = ManualClock()
+    store = MemoryStore(clock=clock)
+    dedup = Deduplicator(store, lease_s=3)
+    record = load_event(EVENT)["Records"][0]
+    seen: list[ClaimStatus] = []
+
+    def slow(event):
+        clock.advance(10)  # more than lease_s, and more than a 2 s invocation has
+        seen.append(store.claim([dedup.key_of(event)], lease_s=3)[0].status)  # a copy elsewhere
+
+    deadline_s = invocation_deadline_s(dedup, Context(remaining_ms))
+    with caplog.at_level(logging.ERROR):
+        response = handle_sqs_event({"Records": [record]}, dedup, slow, deadline_s=deadline_s)
+    assert seen == [another_invocation_gets]
+    # Acknowledged either way: the effect happened, and running it again could only repeat it.
+    assert failures(response) == []
+    assert dedup.stats.lease_lost == lost
+    assert any("lease lost" in r.getMessage() for r in caplog.records) is bool(lost)
+
+
+def test_without_a_lambda_context_there_is_no_deadline():
+    assert invocation_deadline_s(Deduplicator(MemoryStore()), None) is None
+
+
+@pytest.mark.redis
+def test_a_store_demoted_mid_invocation_fails_no_invocation_and_reports_only_records_that_must_return(
+        redis_server):
+    with LocalRedis() as primary, LocalRedis() as promoted:
+        store = RedisStore(primary.url, clock=ManualClock())  # simulated time: retries do not wait
+        dedup = Deduplicator(store, store_retry_s=1.0)
+
+        def demoting(event):
+            if not aws_lambda_targets.handled:
+                primary.demote(promoted.port)  # a failover mid-handler: every write now gets READONLY
+            aws_lambda_targets.fail_on_nice(event)
+
+        response = handle_sqs_event(load_event(EVENT), dedup, demoting)
+        store.close()
+    # Genesys ran: acknowledged although its completion could not be written (and its republished
+    # copy with it); NICE failed and its claim could not be released: reported, like the bad records.
+    assert failures(response) == [NOT_JSON, KEYLESS, NICE]
+    assert len(aws_lambda_targets.handled) == 1
+    assert dedup.stats.completion_failed == 1 and dedup.stats.release_failed == 1
 
 
 def test_the_entry_point_is_configured_from_the_environment_and_cached(monkeypatch):

@@ -8,11 +8,21 @@ import pytest
 
 from dedup.chaos import ChaosConfig
 from dedup.chaos.ledger import Call, Fault, Ledger, Receive
-from dedup.chaos.report import CAUSE_CRASH, CAUSE_NONE, CAUSE_REDIS, Published, Restart, analyse
+from dedup.chaos.report import (
+    CAUSE_CRASH,
+    CAUSE_FAILOVER,
+    CAUSE_NONE,
+    CAUSE_REDIS,
+    Failover,
+    Published,
+    Restart,
+    analyse,
+)
 from dedup.chaos.workload import build_workload
 
 CONFIG = ChaosConfig.small(events=6, transient=0, slow=1, poison_per_kind=1)
 RESTART = Restart(stop_begin_s=100.0, stop_end_s=100.1, restart_s=103.0, up_s=103.1)
+FAILOVER = Failover(begin_s=200.0, demoted_s=200.1, flipped_s=201.0)
 
 
 @pytest.fixture
@@ -37,15 +47,16 @@ def dead_letter(body: str, message_id: str, receive_count: int = CONFIG.max_rece
     return {"MessageId": message_id, "Body": body, "Attributes": attributes}
 
 
-def reconcile(workload, ledger, *, published: Published | None = None, dead: list[dict] | None = None):
+def reconcile(workload, ledger, *, published: Published | None = None, dead: list[dict] | None = None,
+              config: ChaosConfig = CONFIG, failovers: tuple[Failover, ...] = ()):
     if published is None:
         published = Published()
         published.poison_message_ids["not_json"].append("poison-msg")
     if dead is None:
         dead = [dead_letter(workload.not_json[0], "poison-msg")]
-    return analyse(config=CONFIG, workload=workload, ledger=ledger, published=published, dead_letters=dead,
-                   restarts=(RESTART,), unexpected_exits=(), settled=True, left_on_queue=0, wall_time_s=1.0,
-                   work_dir=None)
+    return analyse(config=config, workload=workload, ledger=ledger, published=published, dead_letters=dead,
+                   restarts=(RESTART,), failovers=failovers, unexpected_exits=(), settled=True,
+                   left_on_queue=0, wall_time_s=1.0, work_dir=None)
 
 
 def test_a_clean_ledger_reconciles(workload, ledger):
@@ -65,13 +76,58 @@ def test_a_second_effect_nothing_explains_is_a_failure_and_explained_ones_are_no
     ledger.record_call(effect(after_restart, claim_s=99.0))
     ledger.record_call(effect(after_restart, claim_s=104.0))  # claimed on the restarted, empty server
     ledger.record_call(effect(after_crash, pid=7, claim_s=50.0))
-    # killed before completing that batch
+    # killed right after that effect, before completing it
     ledger.record_fault(Fault(7, "mid_batch", after_crash, 50.5, 50.0, 50.01))
     ledger.record_call(effect(after_crash, pid=8, claim_s=60.0))
-    report = reconcile(workload, ledger)
+    config = CONFIG.replace(redis_persistence="none", kills_mid_batch=1)
+    report = reconcile(workload, ledger, config=config)
     assert report.extra_effects == {CAUSE_NONE: 1, CAUSE_REDIS: 1, CAUSE_CRASH: 1}
-    assert report.double_processed == 3
-    assert report.failures == ["1 extra effects of duplicates within the window"]
+    assert report.double_processed == 3 and report.doubles_allowed == 2
+    assert report.failures == ["1 extra effects of duplicates within the window",
+                               "3 events processed twice, more than the 2 the faults explain"]
+
+
+def test_with_aof_a_double_across_the_redis_restart_is_unexplained(workload, ledger):
+    after_restart, *rest = workload.good_keys
+    for i, key in enumerate(rest):
+        ledger.record_call(effect(key, claim_s=10.0 + i))
+    ledger.record_call(effect(after_restart, claim_s=99.0))
+    ledger.record_call(effect(after_restart, claim_s=104.0))  # the restarted server must still know it
+    report = reconcile(workload, ledger)  # CONFIG: appendfsync always
+    assert CONFIG.redis_persistence == "aof-always"
+    assert report.extra_effects == {CAUSE_NONE: 1} and report.doubles_allowed == 0
+    assert not report.ok
+
+
+def test_a_mid_batch_kill_explains_its_own_event_only_not_the_batch_before_it(workload, ledger):
+    earlier, trigger, *rest = workload.good_keys
+    for i, key in enumerate(rest):
+        ledger.record_call(effect(key, claim_s=10.0 + i))
+    for key in (earlier, trigger):  # one batch (claimed at 50.0), killed after the trigger's effect
+        ledger.record_call(effect(key, pid=7, claim_s=50.0))
+        ledger.record_call(effect(key, pid=8, claim_s=60.0))
+    ledger.record_fault(Fault(7, "mid_batch", trigger, 50.5, 50.0, 50.01))
+    report = reconcile(workload, ledger, config=CONFIG.replace(kills_mid_batch=1))
+    # The earlier event was completed when its handler returned: running it again is unexplained.
+    assert report.extra_effects == {CAUSE_CRASH: 1, CAUSE_NONE: 1}
+    assert "2 events processed twice, more than the 1 the faults explain" in report.failures
+
+
+def test_a_double_across_a_failover_is_counted_apart_and_others_are_not(workload, ledger):
+    across, later, *rest = workload.good_keys
+    for i, key in enumerate(rest):
+        ledger.record_call(effect(key, claim_s=10.0 + i))
+    ledger.record_call(effect(across, claim_s=199.5))  # recorded on the old primary, not yet replicated
+    ledger.record_call(effect(across, claim_s=202.0))  # claimed on the promoted replica
+    ledger.record_call(effect(later, claim_s=205.0))
+    ledger.record_call(effect(later, claim_s=206.0))  # both on the new primary: the window must catch it
+    config = CONFIG.replace(failovers=1, redis_restarts=0)
+    report = reconcile(workload, ledger, config=config, failovers=(FAILOVER,))
+    assert report.extra_effects == {CAUSE_FAILOVER: 1, CAUSE_NONE: 1}
+    assert report.faults["failovers"] == 1 and report.doubles_allowed == 1
+    assert "Redis failover (replica lag" in str(report) and "Redis crash + restart" not in str(report)
+    assert report.failures == ["1 extra effects of duplicates within the window",
+                               "2 events processed twice, more than the 1 the faults explain"]
 
 
 def test_an_event_neither_processed_nor_dead_lettered_is_lost_and_one_in_the_dlq_is_not(workload, ledger):
