@@ -83,7 +83,7 @@ def epoch_ms(value: Any) -> int:
         return _number_ms(decimal.Decimal(repr(value)))
     if isinstance(value, str):
         text = value.strip()
-        if text[:1].isdigit() or text[:1] in "+-" and text[1:2].isdigit():
+        if text[:1].isdigit() or (text[:1] in "+-" and text[1:2].isdigit()):
             try:
                 number = decimal.Decimal(text)
             except decimal.InvalidOperation:

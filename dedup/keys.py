@@ -69,8 +69,8 @@ __all__ = [
     "digest",
     "epoch_ms",
     "explain_key",
-    "first_of",
     "fingerprint",
+    "first_of",
     "key_strategy",
 ]
 
@@ -162,14 +162,16 @@ def explain_key(strategy: KeyStrategy | str, event: Any) -> KeyExplanation:
     """
     strategy = key_strategy(strategy)
     if not isinstance(event, Mapping):
-        return KeyExplanation(strategy.name, None, error=f"event is a JSON {_json_type(event)}, not an object")
+        error = f"event is a JSON {_json_type(event)}, not an object"
+        return KeyExplanation(strategy.name, None, error=error)
     derive = getattr(strategy, "_derive", None)
     try:
         if derive is not None:
             keyed = derive(event)
             if isinstance(keyed, KeyExplanation):
                 return keyed
-            return KeyExplanation(strategy.name, keyed.key, keyed.fields, keyed.family, fallback=keyed.fallback)
+            return KeyExplanation(strategy.name, keyed.key, keyed.fields, keyed.family,
+                                  fallback=keyed.fallback)
         return KeyExplanation(strategy.name, strategy.key_for(event))
     except NoKey as exc:
         return KeyExplanation(strategy.name, None, error=exc.reason)
@@ -178,7 +180,7 @@ def explain_key(strategy: KeyStrategy | str, event: Any) -> KeyExplanation:
 
 
 def epoch_ms(value: Any) -> int:
-    """Normalise a timestamp to epoch ms (see :func:`dedup.canonical.epoch_ms`); :class:`NoKey` if it is none."""
+    """A timestamp as epoch ms (:func:`dedup.canonical.epoch_ms`); :class:`NoKey` if it is none."""
     try:
         return canonical.epoch_ms(value)
     except TimestampError as exc:
@@ -502,12 +504,14 @@ class AutoKey:
                                   chosen, explained.fallback)
         keyed = self._vendor_key(vendor, event)
         name = self.fallback.name if keyed.key.startswith("fp:") else vendor.name
-        return KeyExplanation(name, keyed.key, keyed.fields, keyed.family, f"{self.name}: {why}", keyed.fallback)
+        return KeyExplanation(name, keyed.key, keyed.fields, keyed.family, f"{self.name}: {why}",
+                              keyed.fallback)
 
     def _vendor(self, source: Any) -> tuple[KeyStrategy | None, str]:
         if isinstance(source, str):
             if source.startswith(self.genesys_prefixes):
-                return self.genesys, f"source starts with {_matching(source, self.genesys_prefixes)!r} (Genesys)"
+                prefix = _matching(source, self.genesys_prefixes)
+                return self.genesys, f"source starts with {prefix!r} (Genesys)"
             if source in self.nice_sources:  # type: ignore[operator]
                 return self.nice, f"source {source!r} is a configured NICE source"
             if self.nice_prefixes and source.startswith(self.nice_prefixes):
@@ -606,7 +610,8 @@ def _auto_spec(spec: str, arg: str) -> AutoKey:
     option, _, values = arg.partition("=")
     names = [v.strip() for v in values.split(",") if v.strip()]
     if option.strip() != "nice" or not names:
-        raise ConfigurationError(f"{spec!r}: auto takes nice=SOURCE[,PREFIX*...], e.g. auto:nice=com.acme.cxone")
+        raise ConfigurationError(
+            f"{spec!r}: auto takes nice=SOURCE[,PREFIX*...], e.g. auto:nice=com.acme.cxone")
     exact = [n for n in names if not n.endswith("*")]
     prefixes = [n[:-1] for n in names if n.endswith("*")]
     if any(not p for p in prefixes):
