@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Exit status 1 when the strategy yields no key (the message would be retried, then "
                     "dead-lettered).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("event", help="EVENT.json: an envelope, an SQS message or a Lambda SQS record; - for stdin")
+    parser.add_argument("event", help="EVENT.json: an envelope, an SQS message or a Lambda SQS record "
+                                      "(- reads stdin)")
     parser.add_argument("--key", default="auto", help="key strategy spec (as DEDUP_KEY / --key elsewhere)")
     parser.add_argument("--json", action="store_true", help="print the explanation as JSON")
     parser.set_defaults(func=cmd_explain_key)
