@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 
+from dedup.keys import NICE_BRIDGE_SOURCE
+
 
 class Event(enum.IntEnum):
     """Event types, in the order of the trace frame's ``event`` categories."""
@@ -67,7 +69,7 @@ KINDS: tuple[str, ...] = ("original", "delivery", "publish", "late")
 GENESYS_ORG_ID = "6f1c2b7e-3a52-4a8e-9d0b-2f6b1c4e8a10"
 GENESYS_INTEGRATION = "contact-centre-events"
 GENESYS_SOURCE = f"aws.partner/genesys.com/cloud/{GENESYS_ORG_ID}/{GENESYS_INTEGRATION}"
-NICE_SOURCE = "com.nice.cxone.bridge"
+NICE_SOURCE = NICE_BRIDGE_SOURCE
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
