@@ -16,8 +16,9 @@ A notification keys on those fields only when at least one *item or time* is
 present: ids and states alone would make an agent's IDLE → INTERACTING → IDLE
 one key. Otherwise, and for families whose payload has no such field at all (a
 conversation summary, queue observations, a queue's conversation snapshot, a
-flow), the key is a canonical (RFC 8785) fingerprint of the whole body: never
-topic and entity id alone.
+flow), the key is a canonical (RFC 8785) fingerprint of the whole body (for
+Genesys with the notification's ``detail.timestamp``, so that a snapshot equal
+to an earlier one is still a new notification): never topic and entity id alone.
 
 Paths are dotted; ``name[]`` maps over a list (``transcripts[].utteranceId``).
 Genesys paths are inside ``detail.eventBody``; NICE names are looked up in
@@ -84,10 +85,11 @@ class Family:
 
     def describe(self) -> str:
         """The fields this family's key uses, as one line (for docs, explanations and the closing note)."""
+        stamp = " + detail.timestamp" if self.vendor == "genesys" else ""
         if self.fingerprint_only:
-            return "canonical fingerprint of the body"
+            return "canonical fingerprint of the body" + stamp
         used = [*self.ids, *self.items, *(f"{t} (epoch ms)" for t in self.times)]
-        rest = "; with none of " + ", ".join([*self.items, *self.times]) + ": a body fingerprint"
+        rest = "; with none of " + ", ".join([*self.items, *self.times]) + ": a body fingerprint" + stamp
         return ", ".join(used) + rest
 
 

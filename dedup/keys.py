@@ -293,7 +293,9 @@ class GenesysKey:
     ``participantId``, ``sessionId`` and ``eventTime``; a user activity's
     ``routingStatus.startTime`` and ``presence.modifiedDate``; and so on. A topic
     outside the catalogue, or a family whose payload has no identifying field,
-    keys on a canonical fingerprint of ``eventBody``. A re-publish (new envelope
+    keys on a canonical fingerprint of ``eventBody`` plus the notification's
+    ``detail.timestamp`` (so an agent's summary going 1, 0, 1 active
+    conversations is three notifications). A re-publish (new envelope
     ``id`` and ``time``, re-serialised) keys identically; two notifications of
     one entity do not.
     """
@@ -319,7 +321,7 @@ class GenesysKey:
             raise NoKey(f"detail.eventBody is {_describe(body)}, not an object")
         family = genesys_family(topic)
         return _family_key("genesys:" + topic, family, body, None, "detail.eventBody", ("detail.topicName",),
-                           f"topic {_clip(topic)!r} is not in the catalogue")
+                           f"topic {_clip(topic)!r} is not in the catalogue", detail.get("timestamp"))
 
 
 @dataclass(frozen=True)
@@ -361,16 +363,20 @@ class NiceKey:
 
 
 def _family_key(head: str, family: Family | None, body: Mapping[str, Any], outer: Mapping[str, Any] | None,
-                body_path: str, head_fields: tuple[str, ...], unknown: str) -> _Keyed:
+                body_path: str, head_fields: tuple[str, ...], unknown: str, stamp: Any = None) -> _Keyed:
     """The key of one vendor notification: ``head`` plus its family's fields, else a body fingerprint.
 
     ``outer`` is where a name missing from ``body`` is looked up next (the NICE
-    bridge's ``detail`` around its ``payload``).
+    bridge's ``detail`` around its ``payload``). ``stamp`` is the notification's
+    own timestamp (Genesys ``detail.timestamp``), added to a body fingerprint so
+    that a snapshot equal to an earlier one (IDLE, BUSY, IDLE) is not taken for
+    its copy; a platform that re-stamped a re-send would only let a duplicate
+    through, never drop a notification.
     """
     if family is None:
-        return _fingerprinted(head, body, body_path, head_fields, None, unknown)
+        return _fingerprinted(head, body, body_path, head_fields, None, unknown, stamp)
     if family.fingerprint_only:
-        return _fingerprinted(head, body, body_path, head_fields, family.name, None)
+        return _fingerprinted(head, body, body_path, head_fields, family.name, None, stamp)
     parts = [head]
     used = list(head_fields)
     anchored = skip_times = False
@@ -398,14 +404,20 @@ def _family_key(head: str, family: Family | None, body: Mapping[str, Any], outer
         used.append(f"{where}.{path}")
     if not anchored:
         return _fingerprinted(head, body, body_path, head_fields, family.name,
-                              "none of " + ", ".join([*family.items, *family.times]) + " is present")
+                              "none of " + ", ".join([*family.items, *family.times]) + " is present", stamp)
     return _Keyed("|".join(parts), tuple(used), family.name)
 
 
 def _fingerprinted(head: str, body: Mapping[str, Any], body_path: str, head_fields: tuple[str, ...],
-                   family: str | None, fallback: str | None) -> _Keyed:
+                   family: str | None, fallback: str | None, stamp: Any) -> _Keyed:
     key = f"{head}|body={digest(canonical_json(body)).hex()}"
-    return _Keyed(key, (*head_fields, f"fingerprint({body_path})"), family, fallback)
+    if stamp in (None, ""):
+        return _Keyed(key, (*head_fields, f"fingerprint({body_path})"), family, fallback)
+    try:
+        key += f"|timestamp={canonical.epoch_ms(stamp)}"
+    except TimestampError:
+        key += f"|timestamp~{canonical_json(stamp)}"
+    return _Keyed(key, (*head_fields, f"fingerprint({body_path})", "detail.timestamp"), family, fallback)
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def test_genesys_key_without_event_time_keys_on_a_body_fingerprint_not_on_topic_
     other = copy.deepcopy(start)
     other["detail"]["eventBody"]["mediaType"] = "CHAT"
     explained = explain_key(GenesysKey(), start)
-    assert explained.fields[-1] == "fingerprint(detail.eventBody)"
+    assert explained.fields[-2:] == ("fingerprint(detail.eventBody)", "detail.timestamp")
     assert "none of eventTime is present" in explained.fallback
     assert GenesysKey().key_for(start) != GenesysKey().key_for(other)
 
