@@ -280,3 +280,22 @@ def test_property_another_utterance_id_changes_the_transcription_key(name, utter
     other["detail"]["eventBody"]["transcripts"][0]["utteranceId"] = utterance_id
     if utterance_id != event["detail"]["eventBody"]["transcripts"][0]["utteranceId"]:
         assert auto().key_for(other) != auto().key_for(event)
+
+
+@pytest.mark.parametrize("source", ["genesys", "nice"])
+def test_the_trace_generator_emits_every_catalogued_family_and_auto_keys_each_by_its_fields(source):
+    from dedup.traces import generate
+
+    trace = generate(n_events=40_000, source=source, seed=2, start_s=1_709_532_000.0, cache=False)
+    strategy = auto()
+    seen: dict[str, int] = {}
+    keys = set()
+    for envelope, kind in zip(trace.envelopes(), trace.frame["kind"], strict=True):
+        explained = explain_key(strategy, envelope)
+        seen[explained.family] = seen.get(explained.family, 0) + 1
+        if kind == "original":
+            keys.add(explained.key)
+    families = GENESYS_FAMILIES if source == "genesys" else NICE_FAMILIES
+    assert set(seen) == {f.name for f in families}
+    assert len(keys) == int((trace.frame["kind"] == "original").sum())  # no two notifications share a key
+    assert strategy.fallbacks == {}
