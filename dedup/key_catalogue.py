@@ -119,7 +119,7 @@ GENESYS_FAMILIES: tuple[Family, ...] = (
            (_DETAIL, ""), ids=("participantId", "sessionId"), times=("eventTime",)),
     Family("conversation transcription", "genesys", "v2.conversations.{id}.transcription",
            ("v2.conversations.", ".transcription"), ids=("communicationId",),
-           items=("transcripts[].utteranceId",)),
+           items=("transcripts[].utteranceId",), times=("eventTime",)),
     Family("audit", "genesys", "v2.audits.entitytype.{type}.entityid.{id}",
            ("v2.audits.", ""), items=("id",), times=("eventTime",)),
     Family("user presence", "genesys", "v2.users.{id}.presence", ("v2.users.", ".presence"),
