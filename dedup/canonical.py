@@ -47,9 +47,11 @@ class TimestampError(ValueError):
 
 def canonical_json(value: Any) -> str:
     """The RFC 8785 (JCS) text of a JSON value (integers beyond 2**53 kept exact; see module doc)."""
+    if _is_plain(value):
+        return _encode(value)
     plain = _plain(value)
     if plain is not _SLOW:
-        return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return _encode(plain)
     return "".join(_write(value, []))
 
 
@@ -116,6 +118,30 @@ def _iso_ms(original: str, text: str) -> int:
 # ---- the JCS writer ----------------------------------------------------------------------
 
 _SLOW = object()
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether ``json.dumps`` writes ``value`` as JCS as it is: JSON types, no floats, BMP member names.
+
+    The common case (ids, texts, integers), checked by exact type for speed.
+    """
+    kind = type(value)
+    if kind is dict:
+        for k, v in value.items():
+            if type(k) is not str or (not k.isascii() and max(k) > "\uffff"):
+                return False
+            vk = type(v)
+            if not (vk is str or vk is int or vk is bool or v is None or _is_plain(v)):
+                return False
+        return True
+    if kind is list:
+        for v in value:
+            vk = type(v)
+            if not (vk is str or vk is int or vk is bool or v is None or _is_plain(v)):
+                return False
+        return True
+    return kind is str or kind is int or kind is bool or value is None
 
 
 def _plain(value: Any) -> Any:

@@ -69,13 +69,18 @@ class Family:
     #: When one of these items is present the times are left out (a bridge's event id
     #: names the event; a re-sent copy may carry a new send time).
     items_over_times: bool = False
-    #: ``(path, its segments, kind)`` for every field in key order; kind is "id", "item" or "time".
-    paths: tuple[tuple[str, tuple[str, ...], str], ...] = field(init=False, repr=False, compare=False)
+    #: ``(path, its segments or None for a top-level name, kind, {body path: full path})`` for every
+    #: field in key order; kind is "id", "item" or "time".
+    paths: tuple[tuple[str, tuple[str, ...] | None, str, dict[str, str]], ...] = field(
+        init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        paths = [(p, tuple(p.split(".")), kind)
-                 for kind, group in (("id", self.ids), ("item", self.items), ("time", self.times))
-                 for p in group]
+        paths = []
+        for kind, group in (("id", self.ids), ("item", self.items), ("time", self.times)):
+            for p in group:
+                segments = tuple(p.split("."))
+                full = {where: f"{where}.{p}" for where in ("detail.eventBody", "detail.payload", "detail")}
+                paths.append((p, segments if len(segments) > 1 or p.endswith("[]") else None, kind, full))
         object.__setattr__(self, "paths", tuple(paths))
 
     @property
@@ -96,15 +101,15 @@ class Family:
 def resolve(node: Any, segments: tuple[str, ...]) -> Any:
     """The value at a dotted path (``name[]`` maps over a list); None when absent."""
     for i, seg in enumerate(segments):
-        if seg.endswith("[]"):
-            items = node.get(seg[:-2]) if isinstance(node, Mapping) else None
+        if type(node) is not dict and not isinstance(node, Mapping):
+            return None
+        if seg[-1] == "]" and seg.endswith("[]"):
+            items = node.get(seg[:-2])
             if not isinstance(items, list):
                 return None
             rest = segments[i + 1:]
             found = [v for v in (resolve(x, rest) for x in items) if v not in (None, "")]
             return found or None
-        if not isinstance(node, Mapping):
-            return None
         node = node.get(seg)
         if node is None:
             return None

@@ -308,20 +308,21 @@ class GenesysKey:
 
     def _derive(self, event: Mapping[str, Any]) -> _Keyed:
         source = event.get("source")
-        if not isinstance(source, str) or not source.startswith(self.source_prefixes):
+        if type(source) is not str or not source.startswith(self.source_prefixes):
             raise NoKey(f"source {_clip(source)!r} is not a Genesys partner source")
         detail = event.get("detail")
-        if not isinstance(detail, Mapping):
+        if type(detail) is not dict and not isinstance(detail, Mapping):
             raise NoKey(f"'detail' is {_describe(detail)}, not an object")
         topic = detail.get("topicName")
         if not isinstance(topic, str) or not topic:
             raise NoKey(f"detail.topicName is {_describe(topic)}")
         body = detail.get("eventBody")
-        if not isinstance(body, Mapping):
+        if type(body) is not dict and not isinstance(body, Mapping):
             raise NoKey(f"detail.eventBody is {_describe(body)}, not an object")
         family = genesys_family(topic)
+        unknown = "" if family else f"topic {_clip(topic)!r} is not in the catalogue"
         return _family_key("genesys:" + topic, family, body, None, "detail.eventBody", ("detail.topicName",),
-                           f"topic {_clip(topic)!r} is not in the catalogue", detail.get("timestamp"))
+                           unknown, detail.get("timestamp"))
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,7 @@ class NiceKey:
         if not isinstance(detail, Mapping):
             raise NoKey(f"'detail' is {_describe(detail)}, not an object")
         payload = detail.get("payload")
-        wrapped = isinstance(payload, Mapping)
+        wrapped = type(payload) is dict or isinstance(payload, Mapping)
         body = payload if wrapped else detail
         kind = detail.get("eventType") or detail.get("Type") or body.get("Type") or event.get("detail-type")
         family = nice_family(body)
@@ -380,15 +381,15 @@ def _family_key(head: str, family: Family | None, body: Mapping[str, Any], outer
     parts = [head]
     used = list(head_fields)
     anchored = skip_times = False
-    for path, segments, kind in family.paths:
-        if kind == "time" and skip_times:
+    for path, segments, kind, full in family.paths:
+        if skip_times and kind == "time":
             break
-        value = resolve(body, segments)
+        value = body.get(path) if segments is None else resolve(body, segments)
         where = body_path
-        if value in (None, "") and outer is not None:
-            value = resolve(outer, segments)
+        if value is None and outer is not None:
+            value = outer.get(path) if segments is None else resolve(outer, segments)
             where = "detail"
-        if value in (None, "") or value == []:
+        if value is None or value == "":
             continue
         if kind == "time":
             anchored = True
@@ -400,8 +401,8 @@ def _family_key(head: str, family: Family | None, body: Mapping[str, Any], outer
             if kind == "item":
                 anchored = True
                 skip_times = family.items_over_times
-            parts.append(f"{path}={_text(value)}")
-        used.append(f"{where}.{path}")
+            parts.append(f"{path}={value if type(value) is str else _text(value)}")
+        used.append(full[where])
     if not anchored:
         return _fingerprinted(head, body, body_path, head_fields, family.name,
                               "none of " + ", ".join([*family.items, *family.times]) + " is present", stamp)
@@ -492,11 +493,11 @@ class AutoKey:
 
     def pick(self, event: Mapping[str, Any]) -> KeyStrategy:
         """The strategy ``auto`` applies first to ``event``."""
-        return self._vendor(event.get("source"))[0] or self.fallback
+        return self._vendor(event.get("source")) or self.fallback
 
     def key_for(self, event: Mapping[str, Any]) -> str:
         source = event.get("source")
-        vendor, _why = self._vendor(source)
+        vendor = self._vendor(source)
         if vendor is None:
             return self.fallback.key_for(event)
         keyed = self._vendor_key(vendor, event)
@@ -506,7 +507,7 @@ class AutoKey:
 
     def _derive(self, event: Mapping[str, Any]) -> KeyExplanation:
         source = event.get("source")
-        vendor, why = self._vendor(source)
+        vendor = self._vendor(source)
         if vendor is None:
             explained = explain_key(self.fallback, event)
             chosen = f"{self.name}: source {_clip(source)!r} is neither Genesys nor a configured NICE source"
@@ -516,19 +517,23 @@ class AutoKey:
                                   chosen, explained.fallback)
         keyed = self._vendor_key(vendor, event)
         name = self.fallback.name if keyed.key.startswith("fp:") else vendor.name
-        return KeyExplanation(name, keyed.key, keyed.fields, keyed.family, f"{self.name}: {why}",
-                              keyed.fallback)
+        chosen = f"{self.name}: {self._why(source)}"
+        return KeyExplanation(name, keyed.key, keyed.fields, keyed.family, chosen, keyed.fallback)
 
-    def _vendor(self, source: Any) -> tuple[KeyStrategy | None, str]:
-        if isinstance(source, str):
+    def _vendor(self, source: Any) -> KeyStrategy | None:
+        if type(source) is str:
             if source.startswith(self.genesys_prefixes):
-                prefix = _matching(source, self.genesys_prefixes)
-                return self.genesys, f"source starts with {prefix!r} (Genesys)"
-            if source in self.nice_sources:  # type: ignore[operator]
-                return self.nice, f"source {source!r} is a configured NICE source"
-            if self.nice_prefixes and source.startswith(self.nice_prefixes):
-                return self.nice, f"source starts with {_matching(source, self.nice_prefixes)!r} (NICE)"
-        return None, ""
+                return self.genesys
+            if source in self.nice_sources or (self.nice_prefixes and source.startswith(self.nice_prefixes)):
+                return self.nice
+        return None
+
+    def _why(self, source: str) -> str:
+        if source.startswith(self.genesys_prefixes):
+            return f"source starts with {_matching(source, self.genesys_prefixes)!r} (Genesys)"
+        if source in self.nice_sources:
+            return f"source {source!r} is a configured NICE source"
+        return f"source starts with {_matching(source, self.nice_prefixes)!r} (NICE)"
 
     def _vendor_key(self, vendor: KeyStrategy, event: Mapping[str, Any]) -> _Keyed:
         derive = getattr(vendor, "_derive", None)
@@ -637,9 +642,12 @@ def _matching(source: str, prefixes: tuple[str, ...]) -> str:
 
 def _text(value: Any) -> str:
     """An id as key text: strings as they are, lists joined by commas, numbers and the rest canonical."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value
-    if isinstance(value, list):
+    if kind is int:
+        return str(value)
+    if kind is list:
         return ",".join(_text(v) for v in value)
     return canonical_json(value)
 

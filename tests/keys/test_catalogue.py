@@ -225,14 +225,12 @@ def _identifying_paths(event):
     if family.fingerprint_only:
         return [(p, "leaf") for p in _leaves(body)]
     found = []
-    for path, segments, kind in family.paths:
-        if "[]" in path or resolve(body, segments) in (None, ""):
-            continue
-        if kind == "time" and family.items_over_times and any(
-                resolve(body, tuple(i.split("."))) not in (None, "") for i in family.items):
-            continue
-        found.append((path, kind))
-    return found
+    for kind, group in (("id", family.ids), ("item", family.items), ("time", family.times)):
+        found.extend((path, kind) for path in group
+                     if "[]" not in path and resolve(body, tuple(path.split("."))) not in (None, ""))
+    items_present = any(kind == "item" for _, kind in found)
+    return [(path, kind) for path, kind in found
+            if not (kind == "time" and family.items_over_times and items_present)]
 
 
 def _leaves(node, prefix=""):
