@@ -108,7 +108,11 @@ def resolve(node: Any, segments: tuple[str, ...]) -> Any:
             if not isinstance(items, list):
                 return None
             rest = segments[i + 1:]
-            found = [v for v in (resolve(x, rest) for x in items) if v not in (None, "")]
+            if len(rest) == 1:  # the common case, e.g. transcripts[].utteranceId
+                name = rest[0]
+                found = [v for x in items if type(x) is dict and (v := x.get(name)) is not None and v != ""]
+            else:
+                found = [v for v in (resolve(x, rest) for x in items) if v is not None and v != ""]
             return found or None
         node = node.get(seg)
         if node is None:

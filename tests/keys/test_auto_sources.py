@@ -187,3 +187,19 @@ def test_business_key_bucket_floors_a_time_past_the_half_minute():
 
 def test_auto_key_is_a_strategy_with_a_name():
     assert isinstance(auto(), AutoKey) and auto().name == "auto"
+
+
+def test_an_agent_summary_going_back_to_an_earlier_state_is_a_new_notification():
+    """Conversation summaries carry no time: 1, 0, 1 active calls must still be three notifications."""
+    clock = ManualClock(1_795_942_800.0)
+    dedup = Deduplicator(MemoryStore(clock=clock), window_s=3600, mode="sliding")
+    first = load_event("envelope_genesys_conversation_summary.json")
+    second = load_event("envelope_genesys_conversation_summary_next.json")
+    third = copy.deepcopy(first)
+    third["detail"]["timestamp"] = "2026-11-29T09:09:00.300Z"
+    assert third["detail"]["eventBody"] == first["detail"]["eventBody"]
+    handled = []
+    for event in (first, second, third, copy.deepcopy(third)):
+        dedup.process(event, handled.append)
+        clock.advance(60)
+    assert handled == [first, second, third]  # the last one is a copy of the third
