@@ -37,8 +37,8 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import jmespath
 import jmespath.exceptions
 
-from dedup import canonical
 from dedup.canonical import TimestampError, canonical_json, digest, fingerprint
+from dedup.canonical import epoch_ms as _epoch_ms
 from dedup.errors import ConfigurationError, MissingKeyError
 from dedup.key_catalogue import (
     GENESYS_SOURCE_PREFIX,
@@ -182,7 +182,7 @@ def explain_key(strategy: KeyStrategy | str, event: Any) -> KeyExplanation:
 def epoch_ms(value: Any) -> int:
     """A timestamp as epoch ms (:func:`dedup.canonical.epoch_ms`); :class:`NoKey` if it is none."""
     try:
-        return canonical.epoch_ms(value)
+        return _epoch_ms(value)
     except TimestampError as exc:
         raise NoKey(str(exc)) from None
 
@@ -394,7 +394,7 @@ def _family_key(head: str, family: Family | None, body: Mapping[str, Any], outer
         if kind == "time":
             anchored = True
             try:
-                parts.append(f"{path}={canonical.epoch_ms(value)}")
+                parts.append(f"{path}={_epoch_ms(value)}")
             except TimestampError:
                 parts.append(f"{path}~{canonical_json(value)}")  # not a time: its text keys it as is
         else:
@@ -415,7 +415,7 @@ def _fingerprinted(head: str, body: Mapping[str, Any], body_path: str, head_fiel
     if stamp in (None, ""):
         return _Keyed(key, (*head_fields, f"fingerprint({body_path})"), family, fallback)
     try:
-        key += f"|timestamp={canonical.epoch_ms(stamp)}"
+        key += f"|timestamp={_epoch_ms(stamp)}"
     except TimestampError:
         key += f"|timestamp~{canonical_json(stamp)}"
     return _Keyed(key, (*head_fields, f"fingerprint({body_path})", "detail.timestamp"), family, fallback)
