@@ -89,13 +89,17 @@ class Family:
         return not (self.items or self.times)
 
     def describe(self) -> str:
-        """The fields this family's key uses, as one line (for docs, explanations and the closing note)."""
-        stamp = " + detail.timestamp" if self.vendor == "genesys" else ""
+        """The fields this family's key uses, as one line (for docs and the closing note); each id is
+        added when present."""
+        head, stamp = ("topicName", " + detail.timestamp") if self.vendor == "genesys" else ("event type", "")
         if self.fingerprint_only:
-            return "canonical fingerprint of the body" + stamp
-        used = [*self.ids, *self.items, *(f"{t} (epoch ms)" for t in self.times)]
-        rest = "; with none of " + ", ".join([*self.items, *self.times]) + ": a body fingerprint" + stamp
-        return ", ".join(used) + rest
+            return f"{head} + canonical fingerprint of the body{stamp}"
+        times = ", ".join(f"{t} (epoch ms)" for t in self.times)
+        if self.items_over_times:
+            times = f"else {times}"
+        used = ", ".join([head, *self.ids, *self.items, times])
+        anchors = ", ".join([*self.items, *self.times])
+        return f"{used}; with none of {anchors}: {head} + a body fingerprint{stamp}"
 
 
 def resolve(node: Any, segments: tuple[str, ...]) -> Any:

@@ -152,6 +152,18 @@ def test_explain_key_cli_prints_strategy_fields_and_key(tmp_path, capsys):
     assert "no key: detail.eventBody.nope is missing" in capsys.readouterr().out
 
 
+def test_explain_key_cli_lists_the_catalogue(capsys):
+    from dedup.key_catalogue import GENESYS_FAMILIES, NICE_FAMILIES
+
+    assert main(["explain-key", "--catalogue"]) == 0
+    out = capsys.readouterr().out
+    for family in (*GENESYS_FAMILIES, *NICE_FAMILIES):
+        assert f"{family.name} ({family.pattern}):\n    {family.describe()}" in out
+    assert "routingStatus.startTime (epoch ms)" in out
+    assert main(["explain-key"]) == 2
+    assert "explain-key needs EVENT.json (or --catalogue)" in capsys.readouterr().err
+
+
 # ---- tests that kill the mutations the old suite let survive ------------------------------------
 
 
