@@ -227,7 +227,8 @@ def test_hostile_bodies_get_a_clear_error_per_message_and_only_checked_messages_
 
 
 def test_hostile_bodies_over_moto_reach_the_dlq_untouched_while_good_ones_are_processed(stack, caplog):
-    keyless_weird = _genesys(eventTime=_MISSING, participantId="\x00\ud800\u202e\x1b[31m", sessionId="")
+    # auto keys any object detail (by content when no field identifies it): keyless means detail is not one.
+    keyless_weird = {**GENESYS, "id": "\x00\ud800\u202e\x1b[31m", "detail": "\x00\ud800 not an object"}
     hostile = {
         "not JSON": "<html>502 Bad Gateway</html>",
         "10k levels deep": _nested(10_000, "["),
@@ -238,6 +239,7 @@ def test_hostile_bodies_over_moto_reach_the_dlq_untouched_while_good_ones_are_pr
     }
     good = {
         "lone surrogate in an id": json.dumps(_genesys(participantId="p-\ud800-\x07")),
+        "no eventTime, keyed by content": json.dumps(_genesys(eventTime=_MISSING, sessionId="")),
         "near 1 MiB, keyed": _padded(NICE, SQS_MAX_BODY_BYTES - 1_024),
     }
     ids = {stack.send_raw(body): name for name, body in {**hostile, **good}.items()}
