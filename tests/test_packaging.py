@@ -23,18 +23,43 @@ def _name(requirement: str) -> str:
     return re.split(r"[\[<>=!~ ;]", requirement.strip(), maxsplit=1)[0].lower()
 
 
-def test_environment_yml_mirrors_pyproject_dependencies():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+# environment.yml lists these extras itself and takes dev through `pip install -e .[dev]`.
+ENVIRONMENT_EXTRAS = ("aws", "workbench", "test")
+CORE_DEPENDENCIES = {"redis", "jmespath"}
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_the_core_depends_on_redis_and_jmespath_only():
+    assert {_name(r) for r in _project()["dependencies"]} == CORE_DEPENDENCIES
+
+
+def test_environment_yml_mirrors_pyproject_dependencies_and_extras():
+    project = _project()
+    extras = project["optional-dependencies"]
     wanted = {_name(r) for r in project["dependencies"]}
+    for extra in ENVIRONMENT_EXTRAS:
+        wanted |= {_name(r) for r in extras[extra]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     listed: set[str] = set()
+    editable: list[str] = []
     for dep in env["dependencies"]:
         if isinstance(dep, dict):
             listed |= {_name(r) for r in dep["pip"] if not r.startswith("-e")}
+            editable += [r for r in dep["pip"] if r.startswith("-e")]
         else:
             listed.add(CONDA_NAMES.get(_name(dep), _name(dep)))
     listed -= {"python", "pip"}
     assert listed == wanted
+    assert editable == ["-e .[dev]"]
+
+
+def test_make_installs_every_extra_its_targets_use():
+    recipe = (ROOT / "Makefile").read_text()
+    installs = re.findall(r"pip install [^\n]*-e '\.\[([a-z,]+)\]'", recipe)
+    assert [set(i.split(",")) for i in installs] == [set(_project()["optional-dependencies"])]
 
 
 def test_committed_notebooks_hold_no_outputs():
@@ -53,6 +78,7 @@ def test_strip_removes_outputs_and_execution_counts():
 
 
 CORE = ["dedup/keys.py", "dedup/service.py", "dedup/clock.py", "dedup/errors.py", "dedup/localredis.py",
+        "dedup/defaults.py", "dedup/extras.py", "dedup/aws_errors.py",
         *[str(p.relative_to(ROOT)) for p in (ROOT / "dedup/stores").glob("*.py")]]
 CORE_ALLOWED_THIRD_PARTY = {"redis", "jmespath"}
 LAZY_OK = {"fakeredis"}  # imported inside a function, only when a user asks for it

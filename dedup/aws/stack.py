@@ -15,8 +15,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dedup.aws.failures import NOT_FOUND_CODES, QUEUE_NOT_FOUND_CODES, error_code, explained
 from dedup.aws.iam import consumer_policy, producer_policy, queue_policy
+from dedup.aws_errors import NOT_FOUND_CODES, QUEUE_NOT_FOUND_CODES, error_code, explained
 from dedup.errors import ConfigurationError
 from dedup.keys import GENESYS_SOURCE_PREFIX
 

@@ -15,6 +15,7 @@ import logging
 import sys
 
 from dedup.errors import DedupError
+from dedup.extras import missing_extra
 
 COMMAND_MODULES = ("aws", "traces", "workbench", "chaos")
 
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DedupError as exc:
         print(f"dedup: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # a package of an extra that is not installed: say which
+        clear = missing_extra(exc)
+        if clear is None:
+            raise
+        print(f"dedup: error: {clear}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from dedup.defaults import DEFAULT_KEY, DEFAULT_LEASE_S, DEFAULT_MODE, DEFAULT_WINDOW_S
 from dedup.errors import ConfigurationError
 
 log = logging.getLogger("dedup.cli.aws")
@@ -79,12 +80,13 @@ def _dedup_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--store", default="memory",
                        help="window store: memory, fakeredis, redis://[:password@]host:port/db, "
                             "rediss://..., or another registered scheme")
-    group.add_argument("--key", default="auto", help="key strategy spec (auto, genesys, nice, envelope-id, "
-                                                     "fingerprint, business:..., several joined by |)")
-    group.add_argument("--window-s", type=float, default=300.0, help="dedup window in seconds")
-    group.add_argument("--lease-s", type=float, default=60.0,
+    group.add_argument("--key", default=DEFAULT_KEY,
+                       help="key strategy spec (auto, genesys, nice, envelope-id, fingerprint, business:..., "
+                            "several joined by |)")
+    group.add_argument("--window-s", type=float, default=DEFAULT_WINDOW_S, help="dedup window in seconds")
+    group.add_argument("--lease-s", type=float, default=DEFAULT_LEASE_S,
                        help="claim lease in seconds: above the handler's longest run")
-    group.add_argument("--mode", choices=("fixed", "sliding"), default="fixed", help="window mode")
+    group.add_argument("--mode", choices=("fixed", "sliding"), default=DEFAULT_MODE, help="window mode")
 
 
 def _server_parser(subparsers: argparse._SubParsersAction) -> None:
