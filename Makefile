@@ -45,5 +45,10 @@ lint: $(STAMP)
 strip-notebooks: $(STAMP)
 	$(PY) -m dedup.notebook_hygiene --strip notebooks
 
+## The Lambda deployment package: the core and its dependencies, zipped; prints its size.
+.PHONY: lambda-zip
+lambda-zip: $(STAMP)
+	$(PY) -m dedup lambda-zip --output build/dedup-lambda.zip
+
 clean:
 	rm -rf build .pytest_cache .hypothesis

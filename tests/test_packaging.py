@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dedup.errors import ConfigurationError
+from dedup.extras import EXTRA_OF, MissingExtraError, missing_extra
 from dedup.notebook_hygiene import is_dirty, notebook_paths, strip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,3 +105,61 @@ def test_core_modules_import_only_the_standard_library_redis_and_jmespath(path):
                 assert name.split(".")[1] not in {"aws", "traces", "analysis", "plots", "cli"}, (
                     f"{path} (core) imports {name} from a higher floor"
                 )
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+
+
+def test_importing_the_core_and_the_lambda_entry_loads_no_optional_package():
+    done = _run("import sys, dedup, dedup.stores, dedup.defaults, dedup.extras, dedup.aws.lambda_handler\n"
+                "print(sorted(m for m in ('boto3', 'botocore', 'pandas', 'numpy', 'matplotlib', 'yaml', "
+                "'tqdm', 'moto', 'fakeredis') if m in sys.modules))")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("module", "extra"), [("boto3", "aws"), ("botocore.exceptions", "aws"),
+                                               ("pandas", "workbench"), ("fakeredis", "workbench"),
+                                               ("cfnlint.api", "test")])
+def test_a_missing_optional_package_names_its_extra(module, extra):
+    clear = missing_extra(ModuleNotFoundError(f"No module named {module!r}", name=module))
+    assert isinstance(clear, MissingExtraError) and isinstance(clear, ConfigurationError)
+    assert str(clear) == (f"dedup[{extra}] is not installed: pip install 'dedup[{extra}]' "
+                          f"(needed for {module.split('.')[0]})")
+
+
+def test_a_missing_module_of_no_extra_stays_what_it_was():
+    assert missing_extra(ModuleNotFoundError("No module named 'mypkg'", name="mypkg")) is None
+    assert missing_extra(ValueError("boto3")) is None
+
+
+def test_every_mapped_package_belongs_to_the_extra_it_names():
+    extras = _project()["optional-dependencies"]
+    distribution = {"yaml": "pyyaml", "cfnlint": "cfn-lint", "nbformat": "nbmake", "nbclient": "nbmake",
+                    "numpy": "pandas", "botocore": "boto3"}  # imported as / installed through
+    for module, extra in EXTRA_OF.items():
+        assert distribution.get(module, module) in {_name(r) for r in extras[extra]}, module
+
+
+@pytest.mark.parametrize(("blocked", "code", "line"), [
+    ("fakeredis", "from dedup.stores import open_store; open_store('fakeredis')",
+     "dedup[workbench] is not installed: pip install 'dedup[workbench]' (needed for fakeredis)"),
+    ("botocore", "from dedup.stores import open_store; open_store('dynamodb://a-table')",
+     "dedup[aws] is not installed: pip install 'dedup[aws]' (needed for botocore)"),
+])
+def test_a_store_or_name_needing_a_missing_extra_raises_one_clear_line(blocked, code, line):
+    done = _run(f"import sys; sys.modules[{blocked!r}] = None\n"
+                "from dedup.extras import MissingExtraError\n"
+                f"try:\n    {code}\nexcept MissingExtraError as exc:\n    print(exc)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [line]
+
+
+def test_the_cli_turns_a_missing_extra_into_one_line_and_exit_code_2():
+    done = _run("import sys; sys.modules['boto3'] = None\n"
+                "from dedup.cli import main\nsys.exit(main(['provision', '--aws', 'real']))")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "dedup: error: dedup[aws] is not installed: pip install 'dedup[aws]' (needed for boto3)"]

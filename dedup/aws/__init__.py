@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from dedup.extras import needs_extras
-
 _EXPORTS = {
     "EmbeddedAWS": "dedup.aws.embedded",
     "AwsSession": "dedup.aws.session",
@@ -43,5 +41,4 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'dedup.aws' has no attribute {name!r}")
-    with needs_extras():
-        return getattr(importlib.import_module(module), name)
+    return getattr(importlib.import_module(module), name)
