@@ -1,17 +1,20 @@
 """The Lambda deployment package: the core and its dependencies in one zip (``dedup lambda-zip``).
 
-``pip install --target`` of dedup without extras (redis and jmespath, both pure
-Python, so the zip runs on any Lambda Python 3.11+ runtime and architecture), plus
-your handler's modules (``add``). The handler is ``dedup.aws.lambda_handler.handler``.
+The ``dedup`` package as it runs here, plus ``pip install --target`` of its core
+requirements (redis and jmespath, both pure Python, so the zip runs on any Lambda
+Python 3.11+ runtime and architecture), plus your handler's modules (``add``).
+The handler is ``dedup.aws.lambda_handler.handler``.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +25,6 @@ from dedup.errors import ConfigurationError
 
 LAMBDA_UNZIPPED_LIMIT_BYTES = 250 * 1024 * 1024
 _SKIPPED_DIRS = {"__pycache__", "bin"}
-_SOURCE_FILES = ("pyproject.toml", "README.md")
 
 
 @dataclass(frozen=True)
@@ -40,39 +42,35 @@ class LambdaZip:
                 "unzipped); handler dedup.aws.lambda_handler.handler")
 
 
-def source_root() -> Path | None:
-    """The project directory dedup runs from, if it is a source checkout (else None)."""
-    root = Path(dedup.__file__).resolve().parents[1]
-    return root if all((root / name).is_file() for name in _SOURCE_FILES) else None
+def core_requirements() -> list[str]:
+    """What the core needs: ``pyproject.toml``'s dependencies in a checkout, else the installed metadata's
+    requirements outside any extra."""
+    pyproject = Path(dedup.__file__).resolve().parents[1] / "pyproject.toml"
+    if pyproject.is_file():
+        project = tomllib.loads(pyproject.read_text()).get("project", {})
+        if project.get("name") == "dedup":
+            return list(project["dependencies"])
+    return [r for r in importlib.metadata.requires("dedup") or () if "extra ==" not in r]
 
 
-def stage_source(root: Path, into: Path) -> Path:
-    """Copy what building dedup needs from ``root`` into ``into`` (a build writes next to its source)."""
-    into.mkdir(parents=True, exist_ok=True)
-    for name in _SOURCE_FILES:
-        shutil.copy2(root / name, into / name)
-    shutil.copytree(root / "dedup", into / "dedup", ignore=shutil.ignore_patterns("__pycache__"))
-    return into
-
-
-def build_lambda_zip(output: str | Path, *, add: Sequence[str | Path] = (), source: Path | None = None,
+def build_lambda_zip(output: str | Path, *, add: Sequence[str | Path] = (),
                      python: str = sys.executable) -> LambdaZip:
-    """Build the zip at ``output``: dedup (from ``source``, default this checkout, else the released
-    version) and its dependencies, plus the files or packages in ``add`` at the zip's root."""
+    """Build the zip at ``output``: dedup and its core requirements, plus ``add`` at the zip's root."""
     output = Path(output)
     for extra in add:
         if not Path(extra).exists():
             raise ConfigurationError(f"cannot add {extra} to the Lambda zip: no such file or directory")
     with tempfile.TemporaryDirectory(prefix="dedup-lambda-") as tmp:
-        source = source or source_root()
-        spec = str(stage_source(source, Path(tmp) / "source")) if source else f"dedup=={dedup.__version__}"
         target = Path(tmp) / "package"
+        requirements = core_requirements()
         done = subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-compile",
-                               "--disable-pip-version-check", "--target", str(target), spec],
+                               "--disable-pip-version-check", "--target", str(target), *requirements],
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise ConfigurationError(
-                f"pip could not install {spec} for the Lambda zip:\n{done.stderr.strip()}")
+                f"pip could not install {' '.join(requirements)} for the Lambda zip:\n{done.stderr.strip()}")
+        shutil.copytree(Path(dedup.__file__).parent, target / "dedup",
+                        ignore=shutil.ignore_patterns("__pycache__"))
         for extra in map(Path, add):
             copy = shutil.copytree if extra.is_dir() else shutil.copy2
             copy(extra, target / extra.name)
