@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 from dedup.aws.iam import LAMBDA_LOG_ACTIONS, POLICY_VERSION, consumer_policy, queue_policy
 from dedup.defaults import DEFAULT_KEY, DEFAULT_LEASE_S, DEFAULT_MODE, DEFAULT_PREFIX, DEFAULT_WINDOW_S
 from dedup.errors import ConfigurationError
+from dedup.stores.dynamodb import TTL_ATTRIBUTE
 
 if TYPE_CHECKING:
     from dedup.aws.stack import StackConfig
 
-TABLE_KEY = "pk"
-TABLE_TTL_ATTRIBUTE = "expires_at"  # dedup.stores.dynamodb.TTL_ATTRIBUTE (a test keeps them equal)
+TABLE_KEY = "pk"  # the partition key dedup.stores.dynamodb.ensure_table makes (a test compares the two)
 LAMBDA_HANDLER = "dedup.aws.lambda_handler.handler"
 LAMBDA_RUNTIME = "python3.12"
 LAMBDA_MAX_TIMEOUT_S = 900
@@ -150,7 +150,7 @@ def stack_resources(config: StackConfig) -> list[Resource]:
             "AttributeDefinitions": [{"AttributeName": TABLE_KEY, "AttributeType": "S"}],
             "KeySchema": [{"AttributeName": TABLE_KEY, "KeyType": "HASH"}],
             "BillingMode": "PAY_PER_REQUEST",
-            "TimeToLiveSpecification": {"AttributeName": TABLE_TTL_ATTRIBUTE, "Enabled": True},
+            "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
         }))
     table_arn = GetAtt("Table", "Arn") if config.table_name else None
     resources.append(Resource("ConsumerPolicy", "AWS::IAM::ManagedPolicy", {
