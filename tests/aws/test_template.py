@@ -141,6 +141,18 @@ def test_the_template_writes_the_stack_provision_creates(aws):
     teardown(aws, handles)
 
 
+def test_provision_leaves_the_template_only_resources_out_and_sizes_the_queue_alike(aws):
+    config = _unique(VARIANTS["lambda on dynamodb"])
+    handles = provision(aws, config)
+    attrs = aws.client("sqs").get_queue_attributes(QueueUrl=handles.queue_url,
+                                                   AttributeNames=["VisibilityTimeout"])["Attributes"]
+    wanted = template(config)["Resources"]["Queue"]["Properties"]["VisibilityTimeout"]
+    assert int(attrs["VisibilityTimeout"]) == wanted == 6 * 60
+    assert aws.client("lambda").list_functions()["Functions"] == []
+    assert aws.client("iam").list_policies(Scope="Local")["Policies"] == []
+    teardown(aws, handles)
+
+
 def test_the_table_in_the_template_is_the_one_the_dynamodb_store_expects():
     table = template(VARIANTS["dynamodb table"])["Resources"]["Table"]["Properties"]
     assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
