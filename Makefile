@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "dedup needs Python 3.11+"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[aws,workbench,test,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -44,6 +44,11 @@ lint: $(STAMP)
 ## Remove outputs and execution counts from the committed notebooks.
 strip-notebooks: $(STAMP)
 	$(PY) -m dedup.notebook_hygiene --strip notebooks
+
+## The Lambda deployment package: the core and its dependencies, zipped; prints its size.
+.PHONY: lambda-zip
+lambda-zip: $(STAMP)
+	$(PY) -m dedup lambda-zip --output build/dedup-lambda.zip
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

@@ -28,13 +28,13 @@ from typing import Any
 import redis
 
 from benchmarks.harness import Comparison, Row, rate
-from dedup.aws.dynamodb_store import DynamoDBStore, delete_table, ensure_table
 from dedup.aws.embedded import EmbeddedAWS
 from dedup.clock import ManualClock
 from dedup.errors import ConfigurationError
 from dedup.keys import fingerprint
 from dedup.localredis import LocalRedis, LocalRedisCluster
 from dedup.stores import MemoryStore, RedisStore, WindowStore, open_store
+from dedup.stores.dynamodb import DynamoDBStore, delete_table, ensure_table
 
 BATCH = 10
 LEASE_S = 60.0

@@ -58,6 +58,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from dedup.defaults import DEFAULT_KEY, DEFAULT_LEASE_S, DEFAULT_MODE, DEFAULT_WINDOW_S
 from dedup.errors import (
     ConfigurationError,
     LeaseLostError,
@@ -160,10 +161,10 @@ class Deduplicator:
     """
 
     store: WindowStore
-    key: KeyStrategy | str = "auto"
-    window_s: float = 300.0
-    lease_s: float = 60.0
-    mode: WindowMode = "fixed"
+    key: KeyStrategy | str = DEFAULT_KEY
+    window_s: float = DEFAULT_WINDOW_S
+    lease_s: float = DEFAULT_LEASE_S
+    mode: WindowMode = DEFAULT_MODE
     lifecycle: Lifecycle = "claim"
     on_missing_key: MissingKeyPolicy = "raise"
     on_store_down: StoreDownPolicy = "fail_closed"

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from dedup.aws.dynamodb_store import DynamoDBStore, delete_table, ensure_table
 from dedup.aws.embedded import EmbeddedAWS
 from dedup.clock import Clock
 from dedup.stores import WindowStore
+from dedup.stores.dynamodb import DynamoDBStore, delete_table, ensure_table
 
 # moto checks a write's condition and then applies it as two Python steps, and its
 # HTTP server handles requests on concurrent threads: unlike DynamoDB, a conditional

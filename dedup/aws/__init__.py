@@ -1,4 +1,5 @@
-"""The AWS path: embedded moto server, provisioning, producer, SQS consumer, Lambda entry.
+"""The AWS path: embedded moto server, provisioning and its CloudFormation template, producer, SQS
+consumer, Lambda entry and its deployment zip.
 
 Names are loaded on first use, so importing ``dedup.aws.lambda_handler`` (which
 needs only the core) does not pull in boto3 or moto.
@@ -20,6 +21,11 @@ _EXPORTS = {
     "teardown": "dedup.aws.stack",
     "queue_url_for": "dedup.aws.stack",
     "queue_depth": "dedup.aws.stack",
+    "LambdaConsumer": "dedup.aws.resources",
+    "stack_resources": "dedup.aws.resources",
+    "template": "dedup.aws.template",
+    "write_template": "dedup.aws.template",
+    "build_lambda_zip": "dedup.aws.lambda_zip",
     "consumer_policy": "dedup.aws.iam",
     "producer_policy": "dedup.aws.iam",
     "queue_policy": "dedup.aws.iam",

@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dedup.aws.backoff import Backoff
-from dedup.aws.failures import error_code, explain, explained
 from dedup.aws.messages import Disposition, Message, decide, parse_body
+from dedup.aws_errors import error_code, explain, explained
 from dedup.clock import SYSTEM_CLOCK, Clock
 from dedup.errors import BadMessageError, ConfigurationError, MissingKeyError, StoreUnavailableError
 from dedup.service import Deduplicator, Handler, Outcome

@@ -44,10 +44,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from dedup.aws.messages import Message, decide
+from dedup.defaults import DEFAULT_KEY, DEFAULT_LEASE_S, DEFAULT_MODE, DEFAULT_PREFIX, DEFAULT_WINDOW_S
 from dedup.errors import ConfigurationError, StoreUnavailableError
 from dedup.service import Deduplicator, Handler
 from dedup.stores import open_store
-from dedup.stores.base import DEFAULT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,10 @@ def from_environment(env: Mapping[str, str]) -> tuple[Deduplicator, Handler]:
         log.warning("DEDUP_STORE_URL=memory dedups within one Lambda container only")
     dedup = Deduplicator(
         open_store(store_url, prefix=env.get("DEDUP_PREFIX", DEFAULT_PREFIX)),
-        key=env.get("DEDUP_KEY", "auto"),
-        window_s=_seconds(env, "DEDUP_WINDOW_S", 300.0),
-        lease_s=_seconds(env, "DEDUP_LEASE_S", 60.0),
-        mode=env.get("DEDUP_MODE", "fixed"),  # type: ignore[arg-type]
+        key=env.get("DEDUP_KEY", DEFAULT_KEY),
+        window_s=_seconds(env, "DEDUP_WINDOW_S", DEFAULT_WINDOW_S),
+        lease_s=_seconds(env, "DEDUP_LEASE_S", DEFAULT_LEASE_S),
+        mode=env.get("DEDUP_MODE", DEFAULT_MODE),  # type: ignore[arg-type]
     )
     return dedup, user_handler
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dedup.aws.backoff import Backoff
-from dedup.aws.failures import explained
 from dedup.aws.messages import envelope_id
+from dedup.aws_errors import explained
 from dedup.errors import ConfigurationError
 from dedup.keys import canonical_json
 

@@ -2,21 +2,27 @@
 
 :func:`provision` makes (or finds) an event bus, a dead-letter queue, the work
 queue with a redrive policy, a rule matching Genesys Cloud partner sources by
-prefix and the NICE CXone bridge source(s), the rule's SQS target, and queue
-policies that let EventBridge send only on behalf of that exact rule. Running it
-again changes nothing and returns equal handles; it only writes what differs from
-the desired state. :func:`teardown` removes what it made (never the default bus).
+prefix and the NICE CXone bridge source(s), the rule's SQS target, queue
+policies that let EventBridge send only on behalf of that exact rule, and the
+DynamoDB store's table when the config names one. It walks the resources of
+:func:`dedup.aws.resources.stack_resources`, the same definitions the
+CloudFormation template is written from. Running it again changes nothing and
+returns equal handles; it only writes what differs from the desired state.
+:func:`teardown` removes what it made (never the default bus).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dedup.aws.failures import NOT_FOUND_CODES, QUEUE_NOT_FOUND_CODES, error_code, explained
 from dedup.aws.iam import consumer_policy, producer_policy, queue_policy
+from dedup.aws.resources import GetAtt, LambdaConsumer, Ref, Sub, resolve, stack_resources
+from dedup.aws_errors import NOT_FOUND_CODES, QUEUE_NOT_FOUND_CODES, error_code, explained
 from dedup.errors import ConfigurationError
 from dedup.keys import GENESYS_SOURCE_PREFIX
 
@@ -50,6 +56,12 @@ class StackConfig:
     receive_wait_s: int = 20
     genesys_source_prefix: str = GENESYS_SOURCE_PREFIX
     nice_sources: tuple[str, ...] = (NICE_BRIDGE_SOURCE,)
+    table_name: str | None = None
+    """The DynamoDB store's table (``dynamodb://TABLE``), provisioned with the stack; None: no table."""
+    lambda_consumer: LambdaConsumer | None = None
+    """A Lambda consumer of the queue: written to the template only; it sizes the visibility timeout."""
+    dlq_retention_s: int = DLQ_RETENTION_S
+    target_id: str = TARGET_ID
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
@@ -63,6 +75,20 @@ class StackConfig:
             raise ConfigurationError(f"receive_wait_s must be 0..20, got {self.receive_wait_s}")
         if not self.genesys_source_prefix and not self.nice_sources:
             raise ConfigurationError("the rule needs a Genesys source prefix or at least one NICE source")
+        if self.table_name is not None and not 3 <= len(self.table_name) <= 255:
+            raise ConfigurationError(f"a DynamoDB table name has 3..255 characters, got {self.table_name!r}")
+
+    @property
+    def custom_bus(self) -> bool:
+        return self.bus != DEFAULT_BUS
+
+    @property
+    def queue_visibility_timeout_s(self) -> int:
+        """``visibility_timeout_s``, raised to 6 × a Lambda consumer's timeout (AWS's rule for SQS
+        event sources)."""
+        if self.lambda_consumer is None:
+            return self.visibility_timeout_s
+        return max(self.visibility_timeout_s, self.lambda_consumer.min_visibility_timeout_s)
 
     @property
     def bus(self) -> str:
@@ -106,6 +132,8 @@ class StackHandles:
     dlq_url: str
     dlq_arn: str
     target_id: str = TARGET_ID
+    table_name: str = ""
+    table_arn: str = ""
     event_pattern: str = field(default="", compare=False)
 
     @property
@@ -115,41 +143,55 @@ class StackHandles:
     def policies(self) -> dict[str, dict[str, Any]]:
         """The least-privilege documents for this stack, by purpose."""
         return {
-            "consumer": consumer_policy(self.queue_arn),
+            "consumer": consumer_policy(self.queue_arn, self.table_arn or None),
             "producer": producer_policy(self.bus_arn),
             "queue": queue_policy(self.queue_arn, self.rule_arn),
             "dlq": queue_policy(self.dlq_arn, self.rule_arn),
         }
 
     def as_dict(self) -> dict[str, str]:
-        return {k: v for k, v in self.__dict__.items() if k != "event_pattern"}
+        return {k: v for k, v in self.__dict__.items() if k != "event_pattern" and v != ""}
 
 
 def provision(aws: ClientFactory, config: StackConfig | None = None) -> StackHandles:
-    """Create or converge the stack; return its handles (equal on every run)."""
+    """Create or converge the stack's resources; return its handles (equal on every run).
+
+    The rule's targets are put last, once both queues let the rule send to them.
+    """
     config = config or StackConfig()
-    sqs, events = aws.client("sqs"), aws.client("events")
-    dlq_url, dlq_arn = _ensure_queue(sqs, config.dlq_name, {
-        "MessageRetentionPeriod": str(DLQ_RETENTION_S),
-    })
-    queue_url, queue_arn = _ensure_queue(sqs, config.queue_name, {
-        "VisibilityTimeout": str(config.visibility_timeout_s),
-        "ReceiveMessageWaitTimeSeconds": str(config.receive_wait_s),
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
-                                     "maxReceiveCount": config.max_receive_count}),
-    })
-    bus_arn = _ensure_bus(events, config.bus)
-    pattern = json.dumps(config.event_pattern(), sort_keys=True)
-    rule_arn = _ensure_rule(events, config.rule_name, config.bus, pattern)
-    _ensure_attributes(sqs, queue_url, {"Policy": json.dumps(queue_policy(queue_arn, rule_arn))})
-    _ensure_attributes(sqs, dlq_url, {"Policy": json.dumps(queue_policy(dlq_arn, rule_arn))})
-    _ensure_target(events, config.rule_name, config.bus, queue_arn, dlq_arn)
+    client = functools.cache(aws.client)
+    made: dict[tuple[str, str], str] = {}  # (logical id, "Ref" or attribute) -> what the service returned
+
+    def lookup(ref: Ref | GetAtt | Sub) -> str:
+        if isinstance(ref, Sub):
+            raise ConfigurationError(f"provision cannot resolve {ref}: only template-only resources use it")
+        key = (ref.logical_id, ref.attribute if isinstance(ref, GetAtt) else "Ref")
+        if key not in made:
+            raise ConfigurationError(f"{ref} refers to a resource provision has not made")
+        return made[key]
+
+    targets: list[tuple[str, str, list[dict[str, Any]]]] = []
+    for resource in stack_resources(config):
+        if not resource.provisioned:
+            continue
+        props = resolve(resource.properties, lookup)
+        if resource.type == "AWS::Events::Rule":
+            targets.append((props["Name"], props["EventBusName"], props["Targets"]))
+        made.update({(resource.logical_id, attribute): value
+                     for attribute, value in _CONVERGE[resource.type](client, props).items()})
+    for rule, bus, wanted in targets:
+        _ensure_targets(client("events"), rule, bus, wanted)
+    queue_arn = made["Queue", "Arn"]
     _, _, _, region, account, _ = queue_arn.split(":", 5)
     return StackHandles(
-        region=region, account=account, bus_name=config.bus, bus_arn=bus_arn,
-        rule_name=config.rule_name, rule_arn=rule_arn, queue_name=config.queue_name,
-        queue_url=queue_url, queue_arn=queue_arn, dlq_name=config.dlq_name, dlq_url=dlq_url,
-        dlq_arn=dlq_arn, event_pattern=pattern,
+        region=region, account=account, bus_name=config.bus,
+        bus_arn=made.get(("Bus", "Arn")) or _ensure_bus(client("events"), config.bus),
+        rule_name=config.rule_name, rule_arn=made["Rule", "Arn"], queue_name=config.queue_name,
+        queue_url=made["Queue", "Ref"], queue_arn=queue_arn, dlq_name=config.dlq_name,
+        dlq_url=made["DeadLetterQueue", "Ref"], dlq_arn=made["DeadLetterQueue", "Arn"],
+        target_id=config.target_id, table_name=config.table_name or "",
+        table_arn=made.get(("Table", "Arn"), ""),
+        event_pattern=json.dumps(config.event_pattern(), sort_keys=True),
     )
 
 
@@ -169,12 +211,14 @@ def find_stack(aws: ClientFactory, config: StackConfig | None = None) -> StackHa
         region=region, account=account, bus_name=config.bus, bus_arn=bus_arn,
         rule_name=config.rule_name, rule_arn=rule["Arn"], queue_name=config.queue_name,
         queue_url=queue_url, queue_arn=queue_arn, dlq_name=config.dlq_name, dlq_url=dlq_url,
-        dlq_arn=_queue_arn(sqs, dlq_url), event_pattern=rule.get("EventPattern", ""),
+        dlq_arn=_queue_arn(sqs, dlq_url), target_id=config.target_id, table_name=config.table_name or "",
+        table_arn=_table_arn(aws.client("dynamodb"), config.table_name) if config.table_name else "",
+        event_pattern=rule.get("EventPattern", ""),
     )
 
 
 def teardown(aws: ClientFactory, stack: StackHandles | StackConfig) -> list[str]:
-    """Remove the target, rule, custom bus and both queues; return what was removed.
+    """Remove the target, rule, custom bus, both queues and the table if any; return what was removed.
 
     Works by name, so a half-provisioned stack (or a second teardown) is fine.
     """
@@ -211,6 +255,11 @@ def teardown(aws: ClientFactory, stack: StackHandles | StackConfig) -> list[str]
         except ClientError as exc:
             if not gone(exc):
                 raise
+    if stack.table_name:
+        from dedup.stores.dynamodb import delete_table
+
+        if delete_table(aws.client("dynamodb"), stack.table_name):
+            removed.append(f"table {stack.table_name}")
     log.info("teardown removed: %s", ", ".join(removed) or "nothing")
     return removed
 
@@ -232,7 +281,61 @@ def queue_depth(sqs: Any, queue_url: str) -> int:
     return sum(int(attrs["Attributes"].get(name, 0)) for name in _DEPTH_ATTRIBUTES)
 
 
-# ---- convergence steps --------------------------------------------------------
+# ---- convergence steps: one per resource type, from the resource's properties ----
+
+Clients = Callable[[str], Any]
+
+
+def _converge_queue(client: Clients, props: dict[str, Any]) -> dict[str, str]:
+    name = props["QueueName"]
+    url, arn = _ensure_queue(client("sqs"), name, {k: _attribute(v) for k, v in props.items()
+                                                   if k != "QueueName"})
+    return {"Ref": url, "Arn": arn, "QueueName": name}
+
+
+def _converge_bus(client: Clients, props: dict[str, Any]) -> dict[str, str]:
+    return {"Ref": props["Name"], "Name": props["Name"], "Arn": _ensure_bus(client("events"), props["Name"])}
+
+
+def _converge_rule(client: Clients, props: dict[str, Any]) -> dict[str, str]:
+    pattern = json.dumps(props["EventPattern"], sort_keys=True)
+    arn = _ensure_rule(client("events"), props["Name"], props["EventBusName"], pattern,
+                       props["Description"], props["State"])
+    return {"Ref": props["Name"], "Arn": arn}
+
+
+def _converge_queue_policy(client: Clients, props: dict[str, Any]) -> dict[str, str]:
+    for url in props["Queues"]:
+        _ensure_attributes(client("sqs"), url, {"Policy": json.dumps(props["PolicyDocument"])})
+    return {}
+
+
+def _converge_table(client: Clients, props: dict[str, Any]) -> dict[str, str]:
+    from dedup.stores.dynamodb import ensure_table
+
+    dynamodb, name = client("dynamodb"), props["TableName"]
+    ensure_table(dynamodb, name)
+    return {"Ref": name, "Arn": _table_arn(dynamodb, name)}
+
+
+_CONVERGE: dict[str, Callable[[Clients, dict[str, Any]], dict[str, str]]] = {
+    "AWS::SQS::Queue": _converge_queue,
+    "AWS::Events::EventBus": _converge_bus,
+    "AWS::Events::Rule": _converge_rule,
+    "AWS::SQS::QueuePolicy": _converge_queue_policy,
+    "AWS::DynamoDB::Table": _converge_table,
+}
+
+
+def _attribute(value: Any) -> str:
+    """An SQS attribute value: numbers as text, documents as JSON."""
+    return json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def _table_arn(dynamodb: Any, name: str) -> str:
+    with explained(dynamodb, "dynamodb:DescribeTable", f"table {name}"):
+        return dynamodb.describe_table(TableName=name)["Table"]["TableArn"]
+
 
 
 def _ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> tuple[str, str]:
@@ -277,34 +380,37 @@ def _ensure_bus(events: Any, bus: str) -> str:
     return arn
 
 
-def _ensure_rule(events: Any, rule: str, bus: str, pattern: str) -> str:
+def _ensure_rule(events: Any, rule: str, bus: str, pattern: str, description: str, state: str) -> str:
     from botocore.exceptions import ClientError
 
     try:
         current = events.describe_rule(Name=rule, EventBusName=bus)
-        if _same(current.get("EventPattern"), pattern) and current.get("State") == "ENABLED":
+        if (_same(current.get("EventPattern"), pattern) and current.get("State") == state
+                and current.get("Description") == description):
             return current["Arn"]
     except ClientError as exc:
         if error_code(exc) != "ResourceNotFoundException":
             raise
     with explained(events, "events:PutRule", f"rule {rule} on bus {bus}"):
-        arn = events.put_rule(Name=rule, EventBusName=bus, EventPattern=pattern, State="ENABLED",
-                              Description="Genesys Cloud and NICE CXone events to the dedup queue")["RuleArn"]
+        arn = events.put_rule(Name=rule, EventBusName=bus, EventPattern=pattern, State=state,
+                              Description=description)["RuleArn"]
     log.info("put rule %s on bus %s", rule, bus)
     return arn
 
 
-def _ensure_target(events: Any, rule: str, bus: str, queue_arn: str, dlq_arn: str) -> None:
-    wanted = {"Id": TARGET_ID, "Arn": queue_arn, "DeadLetterConfig": {"Arn": dlq_arn}}
+def _ensure_targets(events: Any, rule: str, bus: str, wanted: list[dict[str, Any]]) -> None:
     with explained(events, "events:ListTargetsByRule", f"rule {rule}"):
         targets = events.list_targets_by_rule(Rule=rule, EventBusName=bus)["Targets"]
-    if any(all(t.get(k) == v for k, v in wanted.items()) for t in targets):
+    missing = [w for w in wanted if not any(all(t.get(k) == v for k, v in w.items()) for t in targets)]
+    if not missing:
         return
     with explained(events, "events:PutTargets", f"rule {rule}"):
-        response = events.put_targets(Rule=rule, EventBusName=bus, Targets=[wanted])
+        response = events.put_targets(Rule=rule, EventBusName=bus, Targets=missing)
     if response.get("FailedEntryCount"):
         raise ConfigurationError(f"put_targets on rule {rule} failed: {response.get('FailedEntries')}")
-    log.info("targeted rule %s at %s (dead letters: %s)", rule, queue_arn, dlq_arn)
+    for target in missing:
+        log.info("targeted rule %s at %s (dead letters: %s)", rule, target["Arn"],
+                 target.get("DeadLetterConfig", {}).get("Arn"))
 
 
 def _queue_arn(sqs: Any, url: str) -> str:

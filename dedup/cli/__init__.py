@@ -2,7 +2,8 @@
 
 Each area contributes its subcommands from a small module in this package
 (``aws``: provision, teardown, produce, consume; ``traces``: trace, sweep,
-analyze; ``workbench``: run the notebooks; ``chaos``: the fault-injection run).
+analyze; ``workbench``: run the notebooks; ``chaos``: the fault-injection run;
+``package``: the Lambda deployment zip).
 A module defines ``register(subparsers)``, adding parsers whose ``func(args)``
 returns an exit code.
 """
@@ -15,8 +16,9 @@ import logging
 import sys
 
 from dedup.errors import DedupError
+from dedup.extras import missing_extra
 
-COMMAND_MODULES = ("aws", "traces", "workbench", "chaos", "keys")
+COMMAND_MODULES = ("aws", "traces", "workbench", "chaos", "keys", "package")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,13 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(f"dedup.cli.{name}")
+            importlib.import_module(f"dedup.cli.{name}").register(sub)
         except ModuleNotFoundError as exc:
-            if exc.name != f"dedup.cli.{name}":
+            if exc.name == f"dedup.cli.{name}":
+                continue  # that area is not installed in this build
+            clear = missing_extra(exc)
+            if clear is None:
                 raise
-            continue  # that area is not installed in this build
-        module.register(sub)
+            if name not in sub.choices:  # the area's command says which extra it needs
+                _unavailable(sub, name, clear)
     return parser
+
+
+def _unavailable(sub: argparse._SubParsersAction, name: str, clear: Exception) -> None:
+    def fail(args: argparse.Namespace) -> int:
+        raise clear
+
+    parser = sub.add_parser(name, help=f"unavailable: {clear}", add_help=False, prefix_chars="\0")
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=fail)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DedupError as exc:
         print(f"dedup: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # a package of an extra that is not installed: say which
+        clear = missing_extra(exc)
+        if clear is None:
+            raise
+        print(f"dedup: error: {clear}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from dedup.defaults import DEFAULT_KEY, DEFAULT_LEASE_S, DEFAULT_MODE, DEFAULT_WINDOW_S
 from dedup.errors import ConfigurationError
 
 log = logging.getLogger("dedup.cli.aws")
@@ -79,12 +80,13 @@ def _dedup_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--store", default="memory",
                        help="window store: memory, fakeredis, redis://[:password@]host:port/db, "
                             "rediss://..., or another registered scheme")
-    group.add_argument("--key", default="auto", help="key strategy spec (auto, genesys, nice, envelope-id, "
-                                                     "fingerprint, business:..., several joined by |)")
-    group.add_argument("--window-s", type=float, default=300.0, help="dedup window in seconds")
-    group.add_argument("--lease-s", type=float, default=60.0,
+    group.add_argument("--key", default=DEFAULT_KEY,
+                       help="key strategy spec (auto, genesys, nice, envelope-id, fingerprint, business:..., "
+                            "several joined by |)")
+    group.add_argument("--window-s", type=float, default=DEFAULT_WINDOW_S, help="dedup window in seconds")
+    group.add_argument("--lease-s", type=float, default=DEFAULT_LEASE_S,
                        help="claim lease in seconds: above the handler's longest run")
-    group.add_argument("--mode", choices=("fixed", "sliding"), default="fixed", help="window mode")
+    group.add_argument("--mode", choices=("fixed", "sliding"), default=DEFAULT_MODE, help="window mode")
 
 
 def _server_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -97,9 +99,21 @@ def _server_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _provision_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = _command(subparsers, "provision", "create (or converge) bus, queue + DLQ, rule and policies",
-                      "Idempotent: running it again changes nothing. " + SHARING, _provision)
+                      "Idempotent: running it again changes nothing. With --store dynamodb://TABLE it also "
+                      "creates the store's table (key pk, TTL on expires_at, on-demand billing). With "
+                      "--emit-template FILE it writes the same stack as a CloudFormation template instead "
+                      "(no AWS call), optionally with a Lambda consumer (--lambda-handler). " + SHARING,
+                      _provision)
     _aws_options(parser)
     _stack_options(parser)
+    _dedup_options(parser)
+    parser.add_argument("--emit-template", metavar="FILE",
+                        help="write the stack as a CloudFormation template (YAML) to FILE; create nothing")
+    parser.add_argument("--lambda-handler", metavar="MODULE:FUNCTION",
+                        help="template only: add a Lambda consumer running dedup.aws.lambda_handler with "
+                             "DEDUP_HANDLER=MODULE:FUNCTION and the --store, --key, --window-s, --lease-s "
+                             "and --mode settings; its timeout is --lease-s and the queue's visibility "
+                             "timeout 6 × that")
     parser.add_argument("--max-receive-count", type=int, default=5,
                         help="receives before a message moves to the dead-letter queue")
     parser.add_argument("--visibility-timeout-s", type=int, default=30,
@@ -116,6 +130,8 @@ def _teardown_parser(subparsers: argparse._SubParsersAction) -> None:
                       _teardown)
     _aws_options(parser)
     _stack_options(parser)
+    parser.add_argument("--store", default=None, metavar="dynamodb://TABLE",
+                        help="also delete the DynamoDB store's table that `provision --store` created")
 
 
 def _produce_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -196,13 +212,33 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _provision(args: argparse.Namespace) -> int:
+    from dedup.aws.resources import LambdaConsumer
     from dedup.aws.stack import provision
+    from dedup.aws.template import write_template
 
+    table = _table_name(args.store)
+    consumer = None
+    if args.lambda_handler:
+        if not args.emit_template:
+            raise ConfigurationError("a Lambda consumer is written to the template only: "
+                                     "add --emit-template FILE")
+        if args.store in ("memory", "fakeredis"):
+            raise ConfigurationError(f"--store {args.store} dedups within one Lambda container only: give "
+                                     "the Lambda consumer a shared store (dynamodb://TABLE or redis://...)")
+        consumer = LambdaConsumer(args.lambda_handler, store_url=None if table else args.store, key=args.key,
+                                  window_s=args.window_s, lease_s=args.lease_s, mode=args.mode)
+    config = _stack_config(args, max_receive_count=args.max_receive_count,
+                           visibility_timeout_s=args.visibility_timeout_s,
+                           nice_sources=tuple(args.nice_sources or ()), table_name=table,
+                           lambda_consumer=consumer)
+    if args.emit_template:
+        path = write_template(config, args.emit_template)
+        print(f"wrote {path}: the CloudFormation template of stack {args.name}"
+              + (" with a Lambda consumer" if consumer else ""))
+        return 0
     with _session(args) as aws:
         _warn_if_ephemeral(aws, "the stack")
-        handles = provision(aws, _stack_config(args, max_receive_count=args.max_receive_count,
-                                               visibility_timeout_s=args.visibility_timeout_s,
-                                               nice_sources=tuple(args.nice_sources or ())))
+        handles = provision(aws, config)
         print(_table(handles.as_dict().items(), title=f"stack {args.name} ({aws.describe()})"))
         if args.print_policies:
             print(json.dumps(handles.policies(), indent=2))
@@ -213,9 +249,22 @@ def _teardown(args: argparse.Namespace) -> int:
     from dedup.aws.stack import teardown
 
     with _session(args) as aws:
-        removed = teardown(aws, _stack_config(args))
+        removed = teardown(aws, _stack_config(args, table_name=_table_name(args.store)))
     print("removed: " + (", ".join(removed) or "nothing (no such stack)"))
     return 0
+
+
+def _table_name(store: str | None) -> str | None:
+    """The table of a ``dynamodb://TABLE[?region=...]`` store, None for any other store."""
+    from urllib.parse import urlsplit
+
+    if not store or not store.startswith("dynamodb://"):
+        return None
+    parts = urlsplit(store)
+    table = parts.netloc or parts.path.lstrip("/")
+    if not table:
+        raise ConfigurationError(f"expected dynamodb://TABLE, got {store!r}")
+    return table
 
 
 def _produce(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """Window stores and the registry that opens one from a URL or name.
 
 ``open_store("memory")``, ``open_store("fakeredis")``, ``open_store("redis://host:6379/0")``
-or ``rediss://`` with TLS, and any scheme registered with :func:`register_store`
-(the AWS layer registers ``dynamodb://TABLE``; the cluster store ``redis+cluster://``).
+or ``rediss://`` with TLS, ``redis+cluster://``, ``dynamodb://TABLE`` (its module and boto3
+load only when asked for; without ``dedup[aws]`` the error names that extra), and any scheme
+registered with :func:`register_store`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from dedup.clock import Clock
 from dedup.errors import ConfigurationError
+from dedup.extras import needs_extras, require
 from dedup.stores.base import DEFAULT_PREFIX, Claim, ClaimStatus, WindowStore
 from dedup.stores.memory import MemoryStore
 from dedup.stores.redis import RedisStore, redact_url
@@ -41,7 +43,8 @@ def open_store(spec: str, *, clock: Clock | None = None, prefix: str = DEFAULT_P
     factory = _FACTORIES.get(scheme)
     if factory is None and scheme in _LAZY:
         module, _, attr = _LAZY[scheme].partition(":")
-        factory = _FACTORIES[scheme] = getattr(importlib.import_module(module), attr)
+        with needs_extras():
+            factory = _FACTORIES[scheme] = getattr(importlib.import_module(module), attr)
     if factory is None:
         known = ", ".join(sorted({*_FACTORIES, *_LAZY}))
         raise ConfigurationError(f"unknown store {redact_url(spec)!r} (known schemes: {known})")
@@ -53,8 +56,7 @@ def _memory(spec: str, **kw: Any) -> WindowStore:
 
 
 def _fakeredis(spec: str, **kw: Any) -> WindowStore:
-    import fakeredis  # an embedded default, imported only when asked for
-
+    fakeredis = require("fakeredis")  # an embedded default (dedup[workbench]), loaded only when asked for
     return RedisStore(fakeredis.FakeRedis(), **kw)
 
 
@@ -69,7 +71,7 @@ register_store("rediss", _redis)
 register_store("unix", _redis)
 register_store("redis+cluster", _redis)
 register_store("rediss+cluster", _redis)
-register_store("dynamodb", "dedup.aws.dynamodb_store:from_url")
+register_store("dynamodb", "dedup.stores.dynamodb:from_url")
 
 __all__ = [
     "Claim",

@@ -51,10 +51,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dedup.clock import SYSTEM_CLOCK, Clock
+from dedup.defaults import DEFAULT_PREFIX
 from dedup.errors import ConfigurationError, StoreUnavailableError
 from dedup.keys import digest
 
-DEFAULT_PREFIX = "dedup:"
 STORAGE_KEY_DIGEST_BYTES = 16
 _MAX_PREFIX_CHARS = 64
 _BASE64_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from dedup.aws.iam import CONSUMER_ACTIONS, consumer_policy, producer_policy, queue_policy
+from dedup.aws.iam import CONSUMER_ACTIONS, TABLE_ACTIONS, consumer_policy, producer_policy, queue_policy
+from dedup.stores import ClaimStatus
 
 pytestmark = pytest.mark.aws
 
@@ -71,6 +72,42 @@ def test_consumer_may_receive_delete_extend_and_read_attributes_on_its_queue_onl
         assert not allows(policy, action, QUEUE_ARN)
 
 
+def test_with_a_dynamodb_store_the_consumer_may_use_its_table_only():
+    table_arn = "arn:aws:dynamodb:us-east-1:123456789012:table/dedup-window"
+    policy = consumer_policy(QUEUE_ARN, table_arn)
+    assert sorted(_actions(policy)) == sorted(CONSUMER_ACTIONS + TABLE_ACTIONS)
+    for action in TABLE_ACTIONS:
+        assert allows(policy, action, table_arn)
+        assert not allows(policy, action, table_arn.replace("dedup-window", "another-table"))
+        assert not allows(policy, action, QUEUE_ARN)
+    for action in ("dynamodb:Scan", "dynamodb:DeleteTable", "dynamodb:CreateTable", "dynamodb:GetItem"):
+        assert not allows(policy, action, table_arn)
+
+
+def test_the_dynamodb_store_calls_exactly_the_table_actions_the_policy_grants(
+        dynamodb_store_factory, dynamodb_client, dynamodb_table, clock):
+    called: set[str] = set()
+
+    def record(model, **_):
+        called.add(f"dynamodb:{model.name}")
+
+    dynamodb_client.meta.events.register("before-call.dynamodb", record)
+    try:
+        store = dynamodb_store_factory(clock)
+        store.ping()
+        done, dropped = store.claim(["a", "b"], lease_s=10)
+        assert store.complete([done], window_s=30) == [True]
+        assert store.release([dropped]) == [True]
+        (again,) = store.claim(["a"], lease_s=10, slide_s=30)  # a sliding duplicate sighting
+        assert again.status is ClaimStatus.DUPLICATE
+    finally:
+        dynamodb_client.meta.events.unregister("before-call.dynamodb", record)
+    table_arn = dynamodb_client.describe_table(TableName=dynamodb_table)["Table"]["TableArn"]
+    assert called == set(TABLE_ACTIONS)  # every call is granted, and every grant is used
+    policy = consumer_policy(QUEUE_ARN, table_arn)
+    assert all(allows(policy, action, table_arn) for action in called)
+
+
 def test_producer_may_put_events_on_its_bus_only():
     policy = producer_policy(BUS_ARN)
     assert _actions(policy) == ["events:PutEvents"]
@@ -108,7 +145,8 @@ def test_the_tutorials_bus_condition_never_matches_the_rule_that_actually_sends(
 
 
 @pytest.mark.parametrize("document", [consumer_policy(QUEUE_ARN), producer_policy(BUS_ARN),
-                                      queue_policy(QUEUE_ARN, RULE_ARN)])
+                                      queue_policy(QUEUE_ARN, RULE_ARN),
+                                      consumer_policy(QUEUE_ARN, QUEUE_ARN.replace(":sqs:", ":dynamodb:"))])
 def test_no_document_uses_wildcards_or_managed_full_access(document):
     text = json.dumps(document)
     assert "*" not in text

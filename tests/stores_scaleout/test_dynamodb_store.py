@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from scaleout_ops import STEPS, check_batch_lifecycle, replay_ops, run_race
 from skew_support import copies_while_held_and_after
 
-from dedup.aws.dynamodb_store import TTL_ATTRIBUTE, DynamoDBStore, delete_table, ensure_table
 from dedup.clock import ManualClock
 from dedup.errors import ConfigurationError, StoreUnavailableError
 from dedup.localredis import free_port
 from dedup.service import Deduplicator
 from dedup.stores import ClaimStatus, MemoryStore, open_store
+from dedup.stores.dynamodb import TTL_ATTRIBUTE, DynamoDBStore, delete_table, ensure_table
 
 pytestmark = pytest.mark.aws
 

@@ -69,12 +69,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
-
-from dedup.aws.failures import error_code, explain
+from dedup.aws_errors import error_code, explain
 from dedup.clock import Clock
 from dedup.errors import ConfigurationError
+from dedup.extras import require
 from dedup.stores.base import DEFAULT_PREFIX, ClaimOutcome, ClaimStatus, WindowStore
+
+_botocore = require("botocore.exceptions")  # dedup[aws]: this module loads only for dynamodb:// stores
+ClientError, ConnectionError, HTTPClientError = (
+    _botocore.ClientError, _botocore.ConnectionError, _botocore.HTTPClientError)
 
 T = TypeVar("T")
 
