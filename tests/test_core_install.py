@@ -101,8 +101,9 @@ def test_the_core_install_runs_the_lambda_entry_on_the_memory_store_and_real_red
 
 
 @pytest.mark.parametrize(("command", "extra", "module"), [
-    (["provision"], "aws", "boto3"),  # the command imports boto3
-    (["chaos", "--workers", "2", "-v"], "workbench", "pandas"),  # its area could not register it
+    (["provision"], "aws", "botocore"),  # the command imports boto3 (its AWS errors come first)
+    (["chaos", "--small"], "aws", "botocore"),  # the run needs the embedded AWS
+    (["sweep", "--trace", "x.jsonl"], "workbench", "pandas"),  # the analytics need pandas
     (["trace", "--help"], None, None),  # parsing and help need no extra
 ])
 def test_a_command_needing_a_missing_extra_says_which_in_one_line(core_venv, command, extra, module):
