@@ -314,7 +314,7 @@ class Deduplicator:
                 keeper.interrupted()
             raise
         if keeper is None:
-            return  # mark_first: the tutorial's defect, marked before the handler and never undone
+            return  # nothing claimed, or mark_first: the tutorial's defect, marked and never undone
         for i in keeper.close():
             results[i] = self._lost_after_run(results[i], ids[i])
 
