@@ -59,7 +59,8 @@ from dedup.stores.base import DEFAULT_PREFIX, ClaimOutcome, ClaimStatus, WindowS
 log = logging.getLogger("dedup")
 
 # Shared by the scripts: parse a record into kind ('I' or 'D'), deadline, token, fingerprint;
-# encode a completed one; split a comma-joined argument into n fields. A completed record
+# encode a completed one; the fingerprint of a live lease a token still holds (else nil); "now"
+# from an argument or the server's clock; split a comma-joined argument into n fields. A completed record
 # without a fingerprint is the bare decimal deadline, which Redis stores as an integer (72
 # bytes a key instead of 104).
 _RECORD_LUA = """
@@ -78,6 +79,13 @@ end
 local function done(deadline, fp)
   if fp == '' then return string.format('%d', deadline) end
   return 'D' .. string.format('%d', deadline) .. ',' .. fp
+end
+local function held_by(key, token, now)
+  local v = redis.call('GET', key)
+  if not v then return nil end
+  local kind, deadline, rec_token, rec_fp = parse(v)
+  if kind == 'I' and deadline > now and rec_token == token then return rec_fp end
+  return nil
 end
 local function clock_ms(arg)
   if arg ~= '' then return tonumber(arg) end
@@ -155,14 +163,11 @@ local now, lease = clock_ms(ARGV[1]), tonumber(ARGV[2])
 local tokens = split(ARGV[3], #KEYS)
 local out = {}
 for i, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
+  local fp = held_by(key, tokens[i], now)
   out[i] = '0'
-  if v then
-    local kind, deadline, rec_token, rec_fp = parse(v)
-    if kind == 'I' and deadline > now and rec_token == tokens[i] then
-      redis.call('SET', key, 'I' .. (now + lease) .. ',' .. rec_token .. ',' .. rec_fp, 'PX', lease)
-      out[i] = '1'
-    end
+  if fp then
+    redis.call('SET', key, 'I' .. (now + lease) .. ',' .. tokens[i] .. ',' .. fp, 'PX', lease)
+    out[i] = '1'
   end
 end
 return table.concat(out)
@@ -175,14 +180,10 @@ local now = clock_ms(ARGV[1])
 local tokens = split(ARGV[2], #KEYS)
 local out = {}
 for i, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
   out[i] = '0'
-  if v then
-    local kind, deadline, rec_token = parse(v)
-    if kind == 'I' and deadline > now and rec_token == tokens[i] then
-      redis.call('DEL', key)
-      out[i] = '1'
-    end
+  if held_by(key, tokens[i], now) then
+    redis.call('DEL', key)
+    out[i] = '1'
   end
 end
 return table.concat(out)
