@@ -277,6 +277,23 @@ def test_the_heartbeat_keeps_a_long_running_batch_invisible(stack):
     assert consumer.stats.processed == 1 and consumer.stats.deleted == 1 and stack.depth() == 0
 
 
+def test_one_heartbeat_thread_serves_every_batch_for_the_consumers_life(stack):
+    DuplicateInjector().publish(stack.events, stack.handles.bus_name, distinct_events(3))
+
+    others = set(threading.enumerate())  # other tests' consumers may still have theirs
+
+    def heartbeats() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "sqs-heartbeat"} - others
+
+    with consumer_for(stack, Deduplicator(MemoryStore()), lambda event: None) as consumer:
+        threads: set[threading.Thread] = set()
+        for _ in range(3):
+            assert consumer.poll_once(max_messages=1, wait_time_s=1).received == 1
+            threads.update(heartbeats())
+        assert len(threads) == 1 and stack.depth() == 0
+    assert heartbeats() == set()  # leaving the consumer stops it
+
+
 def test_sigterm_inside_a_batch_settles_the_finished_event_releases_the_rest_and_stops_run(stack):
     events = distinct_events(15)
     DuplicateInjector().publish(stack.events, stack.handles.bus_name, events)
