@@ -152,11 +152,11 @@ def test_an_in_flight_visibility_beyond_the_sqs_limit_is_refused(stack):
 
 def test_poison_bodies_reach_the_dlq_after_max_receive_count_and_are_logged_with_id_and_reason(stack, caplog):
     keyless = load_event("envelope_genesys_customer_start.json")
-    del keyless["detail"]["topicName"]
+    keyless["detail"] = json.dumps(keyless["detail"])  # double-encoded: auto keys any object, not text
     poison = {
         stack.send_raw("<html>502 Bad Gateway</html>"): "body is not JSON",
         stack.send_raw("[1, 2, 3]"): "body is JSON list, not an object",
-        stack.send_raw(json.dumps(keyless)): "detail.topicName is missing",
+        stack.send_raw(json.dumps(keyless)): "'detail' is a string, not an object",
     }
     dedup = Deduplicator(MemoryStore())
     handler = Recorder(dedup)
