@@ -23,7 +23,7 @@ class Workload:
     good_keys: tuple[str, ...]
     handler_poison: tuple[dict[str, Any], ...]  # keyed events whose handler always fails
     handler_poison_keys: tuple[str, ...]
-    keyless: tuple[dict[str, Any], ...]  # events no key strategy can key
+    keyless: tuple[dict[str, Any], ...]  # events no key strategy can key (detail is text, not an object)
     not_json: tuple[str, ...]  # raw bodies that are not JSON
     transient_keys: tuple[str, ...]
     slow_keys: tuple[str, ...]
