@@ -340,7 +340,7 @@ def _dead_letters(messages: list[dict[str, Any]], workload: Workload, published:
         else:
             envelope_ids.add(str(event.get("id")))
             detail = event.get("detail")
-            if isinstance(detail, dict) and POISON_MARKER in detail:
+            if isinstance(detail, str) and detail.startswith(POISON_MARKER):
                 kind = "keyless"
             else:
                 try:

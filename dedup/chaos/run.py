@@ -13,6 +13,7 @@ reads the dead-letter queue and the ledger into a :class:`~dedup.chaos.report.Ch
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import math
 import os
@@ -207,14 +208,17 @@ class _ChaosRun:
 
     def _publish_poison(self, workload: Workload, published: Published) -> None:
         assert self.handles is not None
-        for body in workload.not_json:
-            message_id = self.sqs.send_message(QueueUrl=self.handles.queue_url, MessageBody=body)["MessageId"]
-            published.poison_message_ids["not_json"].append(message_id)
-        for kind, envelopes in (("keyless", workload.keyless), ("handler", workload.handler_poison)):
-            if not envelopes:
-                continue
-            report = put_events(self.events, [to_entry(e, self.handles.bus_name) for e in envelopes])
-            published.poison_envelope_ids[kind] += [i for i in report.event_ids if i is not None]
+        # Not JSON, and keyless (a detail that is not an object, which EventBridge itself refuses):
+        # written to the queue directly, as a misbehaving bridge would.
+        keyless = [json.dumps(e) for e in workload.keyless]
+        for kind, bodies in (("not_json", workload.not_json), ("keyless", keyless)):
+            for body in bodies:
+                sent = self.sqs.send_message(QueueUrl=self.handles.queue_url, MessageBody=body)
+                published.poison_message_ids[kind].append(sent["MessageId"])
+        if workload.handler_poison:
+            entries = [to_entry(e, self.handles.bus_name) for e in workload.handler_poison]
+            report = put_events(self.events, entries)
+            published.poison_envelope_ids["handler"] += [i for i in report.event_ids if i is not None]
             published.failed += len(report.failed)
 
     # ---- faults -----------------------------------------------------------------

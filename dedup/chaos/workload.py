@@ -11,7 +11,7 @@ from dedup.keys import derive_key, key_strategy
 from dedup.traces import logical_events
 
 KEY_SPEC = "auto"
-POISON_MARKER = "chaosPoison"  # detail field of a keyless poison event
+POISON_MARKER = "chaosPoison"  # how a keyless poison event's detail (text, not an object) starts
 NOT_JSON_MARKER = "chaos-poison-not-json"
 
 
@@ -23,7 +23,7 @@ class Workload:
     good_keys: tuple[str, ...]
     handler_poison: tuple[dict[str, Any], ...]  # keyed events whose handler always fails
     handler_poison_keys: tuple[str, ...]
-    keyless: tuple[dict[str, Any], ...]  # events no key strategy can key
+    keyless: tuple[dict[str, Any], ...]  # events no key strategy can key (detail is text, not an object)
     not_json: tuple[str, ...]  # raw bodies that are not JSON
     transient_keys: tuple[str, ...]
     slow_keys: tuple[str, ...]
@@ -44,7 +44,7 @@ def build_workload(config: ChaosConfig) -> Workload:
         good_keys=tuple(keys[:n]),
         handler_poison=tuple(events[n:n + p]),
         handler_poison_keys=tuple(keys[n:n + p]),
-        keyless=tuple({**e, "detail": {POISON_MARKER: f"keyless-{i}"}} for i, e in enumerate(events[n + p:])),
+        keyless=tuple({**e, "detail": f"{POISON_MARKER}:keyless-{i}"} for i, e in enumerate(events[n + p:])),
         not_json=tuple(f"<html>{NOT_JSON_MARKER}-{i}: 502 Bad Gateway</html>" for i in range(p)),
         transient_keys=tuple(keys[i] for i in picks[:config.transient]),
         slow_keys=tuple(keys[i] for i in picks[config.transient:config.transient + config.slow]),
