@@ -132,6 +132,27 @@ def controls(redraw: Callable[..., Any], **widgets: Any) -> Any:
     return ipywidgets.VBox([ipywidgets.HBox(list(widgets.values())), output])
 
 
+def figure_problems(notebook: Mapping[str, Any], published: int = 0) -> list[str]:
+    """What keeps an executed notebook's figures from being seen: figures shown as text, missing images.
+
+    Any output reading ``<Figure size ...>`` is a figure Jupyter could not
+    draw; ``published`` (the PNGs :func:`publish` saved) must each have an
+    ``image/png`` output too.
+    """
+    problems, images = [], 0
+    for index, cell in enumerate(notebook.get("cells", [])):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            data = output.get("data", {})
+            images += "image/png" in data
+            text = "".join(output.get("text", "")) + "".join(data.get("text/plain", ""))
+            if "<Figure size" in text:
+                shown = text[text.index("<Figure size"):].split(">")[0] + ">"
+                problems.append(f"cell {index} shows a figure as text: {shown}")
+    if images < published:
+        problems.append(f"{published} figures published but only {images} shown as images")
+    return problems
+
+
 def headlines_of(notebook: Mapping[str, Any]) -> dict[str, Any]:
     """The headline numbers an executed notebook displayed, merged in cell order."""
     merged: dict[str, Any] = {}
@@ -208,7 +229,8 @@ def run_notebooks(
     Each notebook runs in its own kernel (the one named in its metadata) with
     ``root`` as working directory. ``parameters`` override the defaults of the
     notebooks that declare them; a name no selected notebook declares is an error.
-    A failing notebook does not stop the others.
+    A notebook fails when a cell raises, or when a figure would not be seen
+    (:func:`figure_problems`). A failing notebook does not stop the others.
     """
     import nbformat
     import papermill
@@ -248,10 +270,13 @@ def run_notebooks(
                 error = f"{type(exc).__name__}: {_ANSI.sub('', str(exc)).strip()}"
         seconds = time.monotonic() - started
         executed = nbformat.read(output, as_version=4) if output.exists() else {}
+        figures = sorted(figures_dir.glob(f"{path.stem}-*.png"))
+        problems = figure_problems(executed, len(figures)) if error is None else []
+        if problems:
+            error = "figures a reader would not see:\n" + "\n".join(problems)
         run = NotebookRun(
             notebook=path.stem, ok=error is None, seconds=seconds, output=output,
-            headline=headlines_of(executed), error=error,
-            figures=sorted(figures_dir.glob(f"{path.stem}-*.png")),
+            headline=headlines_of(executed), error=error, figures=figures,
         )
         echo(f"  {run.status} in {seconds:.1f} s")
         runs.append(run)
