@@ -166,8 +166,9 @@ def _demo_parser(subparsers: argparse._SubParsersAction) -> None:
                       "Starts the embedded AWS (unless --aws says otherwise), provisions the stack, "
                       "publishes N distinct events with M injected duplicates of both kinds in waves, "
                       "consumes them and checks that the counts reconcile exactly: processed = N, "
-                      "duplicates dropped = M, lost = 0. Exits 1 if they do not. Removes the stack at the "
-                      "end unless --keep.", _demo)
+                      "duplicates dropped = M, lost = 0 (lost: never processed and gone from both the queue "
+                      "and the DLQ; events still waiting there are counted apart). Exits 1 if they do not. "
+                      "Removes the stack at the end unless --keep.", _demo)
     _aws_options(parser, default="embedded")
     _stack_options(parser)
     _traffic_options(parser, events=200, publish_retries=30, delivery_duplicates=20)
@@ -320,8 +321,8 @@ def _demo(args: argparse.Namespace) -> int:
         ("messages received", stats.received),
         ("processed", stats.processed),
         ("duplicates dropped", stats.duplicates),
-        ("not processed, still on queue or in DLQ", len(unprocessed & waiting)),
-        ("lost (gone from queue and DLQ, never processed)", lost),
+        ("lost", lost),
+        ("not processed yet (on queue or in DLQ)", len(unprocessed & waiting)),
         ("processed twice", twice),
         ("failed / in flight / bad input", f"{stats.failed} / {stats.in_flight} / {stats.bad_input}"),
         ("deleted", stats.deleted),
