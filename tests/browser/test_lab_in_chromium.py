@@ -8,11 +8,13 @@ page. Screenshots go to ``build/screenshots/`` (``make lab-check``).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
-from conftest import SCREENSHOTS
 
 from dedup.analysis import duration_label
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 
 NOTEBOOK = "04_window_tuning.ipynb"
 RUN_ALL_TIMEOUT_MS = 90_000
