@@ -71,7 +71,10 @@ def test_window_tuning_figures_are_images_and_the_window_control_redraws_them(pa
     assert static_images.count() >= 2, "the published figures show as images"
     assert "<Figure size" not in notebook.inner_text()
     assert _errors_shown(page) == []
+    static_images.first.scroll_into_view_if_needed()
     _shot(page, "04-after-run-all.png")
+    static_images.last.scroll_into_view_if_needed()
+    _shot(page, "04-assumed-late-tail.png")
 
     widget = notebook.locator(".widget-vbox").last
     widget.scroll_into_view_if_needed()
