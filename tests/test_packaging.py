@@ -81,7 +81,8 @@ def test_strip_removes_outputs_and_execution_counts():
 
 
 CORE = ["dedup/keys.py", "dedup/service.py", "dedup/clock.py", "dedup/errors.py", "dedup/localredis.py",
-        "dedup/defaults.py", "dedup/extras.py", "dedup/aws_errors.py",
+        "dedup/defaults.py", "dedup/extras.py", "dedup/aws_errors.py", "dedup/canonical.py",
+        "dedup/key_catalogue.py",
         *[str(p.relative_to(ROOT)) for p in (ROOT / "dedup/stores").glob("*.py")]]
 CORE_ALLOWED_THIRD_PARTY = {"redis", "jmespath"}
 LAZY_OK = {"fakeredis"}  # imported inside a function, only when a user asks for it

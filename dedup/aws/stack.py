@@ -24,12 +24,11 @@ from dedup.aws.iam import consumer_policy, producer_policy, queue_policy
 from dedup.aws.resources import GetAtt, LambdaConsumer, Ref, Sub, resolve, stack_resources
 from dedup.aws_errors import NOT_FOUND_CODES, QUEUE_NOT_FOUND_CODES, error_code, explained
 from dedup.errors import ConfigurationError
-from dedup.keys import GENESYS_SOURCE_PREFIX
+from dedup.keys import GENESYS_SOURCE_PREFIX, NICE_BRIDGE_SOURCE
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUS = "default"
-NICE_BRIDGE_SOURCE = "com.nice.cxone.bridge"
 TARGET_ID = "dedup-queue"
 DLQ_RETENTION_S = 14 * 24 * 3600  # the SQS maximum: time to look at what failed
 

@@ -403,7 +403,8 @@ def _warn_if_ephemeral(aws: Any, what: str) -> None:
 
 
 def _stack_config(args: argparse.Namespace, **options: Any) -> Any:
-    from dedup.aws.stack import NICE_BRIDGE_SOURCE, StackConfig
+    from dedup.aws.stack import StackConfig
+    from dedup.keys import NICE_BRIDGE_SOURCE
 
     if "nice_sources" in options and not options["nice_sources"]:
         options["nice_sources"] = (NICE_BRIDGE_SOURCE,)
