@@ -60,6 +60,7 @@ class EmbeddedAWS:
         except ImportError as exc:
             raise ConfigurationError("the embedded AWS needs moto[server] installed") from exc
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        _serialise_sqs_deletes()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self._requested_port, verbose=False)
         server.start()
         self._server = server
@@ -117,3 +118,25 @@ class EmbeddedAWS:
     def __repr__(self) -> str:
         where = self.endpoint_url if self._port is not None else "stopped"
         return f"EmbeddedAWS({where}, region={self.region})"
+
+
+def _serialise_sqs_deletes() -> None:
+    """Make moto's SQS delete hold the queue's lock, as its send already does; idempotent.
+
+    moto 5.2's ``Queue.delete_message`` rebuilds the queue's message list without the
+    lock ``add_message`` appends under, so a message sent while another consumer
+    deletes can vanish: never received, never dead-lettered (seen once in five
+    full chaos runs). The embedded AWS must not lose what real SQS keeps.
+    """
+    from moto.sqs.models import Queue
+
+    delete = Queue.delete_message
+    if getattr(delete, "_dedup_serialised", False):
+        return
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        with self._messages_lock:
+            delete(self, receipt_handle)
+
+    delete_message._dedup_serialised = True  # type: ignore[attr-defined]
+    Queue.delete_message = delete_message
