@@ -200,10 +200,11 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 URL_CLIENT_RETRIES = 0
 # Error reply codes (the reply's first word) that mean "this server cannot serve now": a demoted
 # primary, out of memory, a failed snapshot blocking writes, a busy script, a loading dataset,
-# a replica without its primary, a resharding or failing cluster, too few replicas for writes.
+# a replica without its primary, a resharding or failing cluster, too few replicas for writes,
+# a blocked WAIT cut short because its primary was demoted.
 OUTAGE_REPLY_CODES = frozenset({
     "READONLY", "OOM", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
-    "NOREPLICAS",
+    "NOREPLICAS", "UNBLOCKED",
 })
 
 TimeSource = Literal["server", "client"]
