@@ -275,23 +275,48 @@ def test_the_heartbeat_keeps_a_long_running_batch_invisible(stack):
     assert consumer.stats.processed == 1 and consumer.stats.deleted == 1 and stack.depth() == 0
 
 
-def test_sigterm_stops_run_after_the_current_batch(stack):
-    DuplicateInjector().publish(stack.events, stack.handles.bus_name, distinct_events(15))
-    signalled = []
+def test_one_heartbeat_thread_serves_every_batch_for_the_consumers_life(stack):
+    DuplicateInjector().publish(stack.events, stack.handles.bus_name, distinct_events(3))
+
+    others = set(threading.enumerate())  # other tests' consumers may still have theirs
+
+    def heartbeats() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "sqs-heartbeat"} - others
+
+    with consumer_for(stack, Deduplicator(MemoryStore()), lambda event: None) as consumer:
+        threads: set[threading.Thread] = set()
+        for _ in range(3):
+            assert consumer.poll_once(max_messages=1, wait_time_s=1).received == 1
+            threads.update(heartbeats())
+        assert len(threads) == 1 and stack.depth() == 0
+    assert heartbeats() == set()  # leaving the consumer stops it
+
+
+def test_sigterm_inside_a_batch_settles_the_finished_event_releases_the_rest_and_stops_run(stack):
+    events = distinct_events(15)
+    DuplicateInjector().publish(stack.events, stack.handles.bus_name, events)
+    dedup = Deduplicator(MemoryStore())
+    handled: list[str] = []
 
     def handler(event):
-        if not signalled:
-            signalled.append(True)
-            os.kill(os.getpid(), signal.SIGTERM)
+        handled.append(dedup.key_of(event))
+        if len(handled) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while this handler runs
 
     previous = signal.getsignal(signal.SIGTERM)
-    consumer = consumer_for(stack, Deduplicator(MemoryStore()), handler)
+    consumer = consumer_for(stack, dedup, handler)
     stats = consumer.run(max_idle_s=10)
     assert signal.getsignal(signal.SIGTERM) is previous  # restored
-    assert 0 < stats.received < 15 and stats.deleted == stats.received  # the batch was settled
-    assert stack.depth() == 15 - stats.received
-    consumer.run(max_messages=15 - stats.received, max_idle_s=5)
-    assert stack.depth() == 0
+    assert len(handled) == 1  # the running handler finished; no other started
+    assert stats.processed == stats.deleted == 1 and stats.released_on_stop == stats.received - 1
+    assert stack.depth() == 14
+    # Released messages are visible again at once (not after the 1 s visibility timeout): all 14
+    # are there for a receive right away (without the release only the 15 - received never taken).
+    seen = stack.sqs.receive_message(QueueUrl=stack.handles.queue_url, MaxNumberOfMessages=10,
+                                     WaitTimeSeconds=0, VisibilityTimeout=0).get("Messages", [])
+    assert len(seen) == 10
+    consumer.run(max_messages=14, max_idle_s=5)
+    assert stack.depth() == 0 and Counter(handled) == Counter({dedup.key_of(e): 1 for e in events})
 
 
 def test_run_stops_at_max_messages_and_after_max_idle_s(stack):
