@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -422,6 +422,17 @@ class Recommendation:
         return text
 
 
+def duration_label(seconds: float) -> str:
+    """A short human label for a duration: ``45 s``, ``10 min``, ``6 h``, ``2 d``."""
+    for unit, size in (("d", 86_400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            value = seconds / size
+            return f"{value:.0f} {unit}" if value == round(value) else f"{value:.1f} {unit}"
+    if seconds >= 1 or seconds == 0:
+        return f"{seconds:g} s"
+    return f"{seconds * 1000:g} ms"
+
+
 def format_bytes(n: float) -> str:
     """``n`` bytes in decimal units: ``950 B``, ``31.7 kB``, ``3.4 MB``."""
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -449,16 +460,40 @@ def recommend(
     """The smallest window of ``windows`` meeting the target, refined to whole seconds below it."""
     if not trace.has_truth:
         raise ValueError("recommend needs ground truth (a generated trace or a truth sidecar)")
-    windows = sorted(windows)
-    frame = sweep(trace, key, windows, mode, memory_store=memory_store, progress=progress)
-    ok = meets(frame, target_caught_pct, max_false_drops).to_numpy()
+    frame, row = smallest_window(trace, key, windows, mode,
+                                 lambda f: meets(f, target_caught_pct, max_false_drops),
+                                 memory_store=memory_store, progress=progress)
     label = key_label(key)
-    if not ok.any():
+    if row is None:
         best = frame.loc[frame["caught_pct"].idxmax()]
         reason = (f"best caught {best['caught_pct']:.3f}% at {best['window_s']:g} s "
                   f"with {best['false_drops']} false drops")
         return Recommendation(label, mode, None, target_caught_pct, max_false_drops, None, reason)
-    k = int(np.argmax(ok))
+    return Recommendation(label, mode, float(row["window_s"]), target_caught_pct, max_false_drops, row,
+                          "smallest window meeting the target")
+
+
+def smallest_window(
+    trace: Trace,
+    key: KeySpec,
+    windows: Sequence[float],
+    mode: WindowMode,
+    ok: Callable[[pd.DataFrame], pd.Series],
+    *,
+    memory_store: str = "redis",
+    progress: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """The sweep over ``windows`` and the row of the smallest window where ``ok`` holds (or None).
+
+    Between the first window that is ``ok`` and the one below it, whole-second
+    windows are swept too, so the answer is not just the next grid point.
+    """
+    windows = sorted(windows)
+    frame = sweep(trace, key, windows, mode, memory_store=memory_store, progress=progress)
+    good = ok(frame).to_numpy()
+    if not good.any():
+        return frame, None
+    k = int(np.argmax(good))
     row = frame.iloc[k].to_dict()
     if k > 0:
         lo, hi = windows[k - 1], windows[k]
@@ -466,11 +501,10 @@ def recommend(
         finer = finer[(finer > lo) & (finer < hi)]
         if len(finer):
             fine = sweep(trace, key, finer.tolist(), mode, memory_store=memory_store)
-            fine_ok = meets(fine, target_caught_pct, max_false_drops).to_numpy()
+            fine_ok = ok(fine).to_numpy()
             if fine_ok.any():
                 row = fine.iloc[int(np.argmax(fine_ok))].to_dict()
-    return Recommendation(label, mode, float(row["window_s"]), target_caught_pct, max_false_drops, row,
-                          "smallest window meeting the target")
+    return frame, row
 
 
 def compare_strategies(
@@ -553,6 +587,239 @@ def repeat_structure(trace: Trace, keys: Sequence[KeySpec], *, progress: bool = 
     return pd.DataFrame(rows)
 
 
+#: Key strategies a dump is judged with when none are named: the platform key, the platform key
+#: with a content fallback for what it cannot key, and the tutorial's envelope id.
+DUMP_CANDIDATES: tuple[str, ...] = ("auto", "auto|fingerprint", "envelope-id")
+#: Repeats with a different payload a key may show and still count as trusted (share of its repeats).
+_OTHER_PAYLOAD_TOLERANCE = 0.001
+
+
+@dataclass(frozen=True)
+class DumpRecommendation:
+    """Key, mode and window for a dump without ground truth, what they cost, and why.
+
+    Without ground truth a repeat of a key stands in for a duplicate: the
+    window is the smallest that covers ``target_pct`` of the chosen key's
+    repeats (suppresses them, in ``mode``). ``live_keys`` and ``memory_bytes``
+    are at the dump's message rate. ``candidates`` has one row per key
+    strategy: its repeats (same or other payload), its own smallest window, and
+    ``covered_pct``, the share of its repeats the recommended window covers.
+    """
+
+    key: str
+    mode: str
+    window_s: float | None
+    target_pct: float
+    covered_pct: float | None
+    live_keys: int | None
+    memory_bytes: int | None
+    memory_store: str
+    messages: int
+    span_s: float
+    arrival_from: str
+    candidates: pd.DataFrame
+    why: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The recommendation as JSON-ready values (without the candidates table)."""
+        return {"key": self.key, "mode": self.mode, "window_s": self.window_s, "target_pct": self.target_pct,
+                "covered_pct": self.covered_pct, "live_keys": self.live_keys,
+                "memory_bytes": self.memory_bytes, "memory_store": self.memory_store,
+                "why": list(self.why), "warnings": list(self.warnings)}
+
+    def headline(self) -> str:
+        """One sentence: key, mode, window, live keys and memory."""
+        if self.window_s is None:
+            return f"key {self.key}: no window to recommend ({self.warnings[0] if self.warnings else ''})"
+        shown = f"{self.window_s:g} s"
+        if _duration(self.window_s) != shown:
+            shown += f" ({_duration(self.window_s)})"
+        return (f"key {self.key}, {self.mode} window {shown}: "
+                f"covers {self.covered_pct:.2f}% of its repeats; ≈ {self.live_keys:,} live keys, "
+                f"≈ {format_bytes(self.memory_bytes or 0)} in {self.memory_store}")
+
+    def __str__(self) -> str:
+        lines = [f"Recommendation: {self.headline()}", "Why:"]
+        lines += [f"  - {line}" for line in self.why]
+        if self.warnings:
+            lines.append("Warnings:")
+            lines += [f"  ! {line}" for line in self.warnings]
+        return "\n".join(lines)
+
+
+def recommend_for_dump(
+    trace: Trace,
+    keys: Sequence[KeySpec] = DUMP_CANDIDATES,
+    *,
+    target_pct: float = 99.9,
+    windows: Sequence[float] = DEFAULT_WINDOWS_S,
+    memory_store: str = "redis",
+    progress: bool = False,
+) -> DumpRecommendation:
+    """Recommend key strategy, window mode and window for a dump of your traffic, without ground truth.
+
+    The key: of the strategies whose repeats (nearly) all carry the same
+    payload, the one that sees the most such repeats (fewest unkeyed messages
+    on a tie, then the order of ``keys``). The window: per mode, the smallest
+    covering ``target_pct`` of that key's repeats; the mode needing less
+    memory wins (fixed on a tie). Warnings say what the dump cannot show: a
+    span shorter than the window, a key joining different payloads, arrival
+    times taken from envelope ``time``, few repeats.
+    """
+    if len(trace) == 0:
+        raise ValueError("the dump holds no messages")
+    if memory_store not in STORE_BYTES_PER_KEY:
+        raise ValueError(f"no bytes-per-key figure for store {memory_store!r}")
+    specs = {key_label(k): k for k in keys}
+    structure = repeat_structure(trace, list(specs.values()), progress=progress).set_index("key")
+    arrival = trace.arrival_ms
+    span_s = float(arrival[-1] - arrival[0]) / 1000.0
+    arrival_from = str(trace.frame.attrs.get("arrival_from", "arrival_ms"))
+    chosen = _trusted_key(structure)
+    row = structure.loc[chosen]
+    repeats = int(row["repeats"])
+    warnings = _dump_warnings(structure, chosen, arrival_from, len(trace.rejected), target_pct)
+    if repeats == 0:
+        warnings.insert(0, f"no key of {', '.join(specs)} repeats in this dump: it shows no duplicates, "
+                           "so there is no window to tune (dump a longer or busier period)")
+        return DumpRecommendation(chosen, "fixed", None, target_pct, None, None, None, memory_store,
+                                  len(trace), span_s, arrival_from, structure.reset_index(), (),
+                                  tuple(warnings))
+    found = {m: smallest_window(trace, specs[chosen], windows, m, _covers(repeats, target_pct),
+                                memory_store=memory_store)[1] for m in ("fixed", "sliding")}
+    if not any(found.values()):  # some gap exceeds the longest window: take the longest
+        longest = max(windows)
+        found = {m: sweep(trace, specs[chosen], [longest], m, memory_store=memory_store).iloc[0].to_dict()
+                 for m in ("fixed", "sliding")}
+        warnings.append(f"no window up to {_duration(longest)} covers {target_pct:g}% of the repeats: "
+                        f"the longest was taken")
+    mode = min((m for m in found if found[m]),
+               key=lambda m: (found[m]["peak_memory_bytes"], found[m]["window_s"], m != "fixed"))
+    at = found[mode]
+    window_s = float(at["window_s"])
+    covered = _covered_pct(at["suppressed"], repeats)
+    candidates = _candidate_table(trace, specs, structure, window_s, mode, target_pct, windows, memory_store)
+    live = int(at["peak_live_keys"])
+    rate_per_s = at["processed"] / span_s if span_s > 0 else 0.0
+    if span_s < window_s:
+        live = max(live, round(rate_per_s * window_s))
+        warnings.insert(0, f"the dump spans {_duration(span_s)}, less than the {_duration(window_s)} window: "
+                           "repeats later than the span cannot show up, and live keys are extrapolated from "
+                           "the dump's rate; dump a period longer than the window")
+    per_key = STORE_BYTES_PER_KEY[memory_store]
+    other_mode = "sliding" if mode == "fixed" else "fixed"
+    why = [_why_key(chosen, structure), *_why_others(chosen, candidates),
+           f"{mode} window {_duration(window_s)}: the smallest covering ≥ {target_pct:g}% of the "
+           f"{repeats:,} observed repeat gaps of {chosen} ({covered:.2f}%); median gap "
+           f"{_duration(row['gap_p50_s'])}, 99th percentile {_duration(row['gap_p99_s'])}, "
+           f"longest {_duration(row['gap_max_s'])}",
+           _why_mode(mode, other_mode, found, memory_store),
+           f"≈ {live:,} live keys × {per_key} B per key ({memory_store}) ≈ {format_bytes(live * per_key)}, "
+           f"at the dump's rate of {rate_per_s:.3g} processed messages/s"]
+    return DumpRecommendation(chosen, mode, window_s, target_pct, covered, live, live * per_key, memory_store,
+                              len(trace), span_s, arrival_from, candidates, tuple(why), tuple(warnings))
+
+
+def _covers(repeats: int, target_pct: float) -> Callable[[pd.DataFrame], pd.Series]:
+    return lambda frame: 100.0 * frame["suppressed"] / repeats >= target_pct
+
+
+def _covered_pct(suppressed: float, repeats: int) -> float:
+    return 100.0 * float(suppressed) / repeats if repeats else 100.0
+
+
+def _trusted_key(structure: pd.DataFrame) -> str:
+    """The key with the most same-payload repeats among those (nearly) never joining different payloads."""
+    s = structure.assign(order=np.arange(len(structure)),
+                         other_share=structure["other_payload"] / structure["repeats"].clip(lower=1))
+    trusted = s[s["other_share"] <= _OTHER_PAYLOAD_TOLERANCE]
+    pool = trusted if len(trusted) else s[s["other_share"] == s["other_share"].min()]
+    return str(pool.sort_values(["same_payload", "unkeyed", "order"], ascending=[False, True, True]).index[0])
+
+
+def _candidate_table(trace: Trace, specs: Mapping[str, KeySpec], structure: pd.DataFrame, window_s: float,
+                     mode: WindowMode, target_pct: float, windows: Sequence[float],
+                     memory_store: str) -> pd.DataFrame:
+    rows = []
+    for label, spec in specs.items():
+        s = structure.loc[label]
+        repeats = int(s["repeats"])
+        at = sweep(trace, spec, [window_s], mode, memory_store=memory_store).iloc[0]
+        own = (smallest_window(trace, spec, windows, mode, _covers(repeats, target_pct),
+                               memory_store=memory_store)[1] if repeats else None)
+        rows.append({"key": label, "unkeyed": int(s["unkeyed"]), "repeats": repeats,
+                     "same_payload": int(s["same_payload"]), "other_payload": int(s["other_payload"]),
+                     "covered_pct": round(_covered_pct(at["suppressed"], repeats), 3),
+                     "own_window_s": float(own["window_s"]) if own else None,
+                     "gap_p50_s": s["gap_p50_s"], "gap_p99_s": s["gap_p99_s"], "gap_max_s": s["gap_max_s"]})
+    return pd.DataFrame(rows)
+
+
+def _why_key(chosen: str, structure: pd.DataFrame) -> str:
+    s = structure.loc[chosen]
+    text = (f"key {chosen}: it sees {int(s['repeats']):,} repeats, {int(s['same_payload']):,} of them with "
+            f"the same payload (source, detail-type, detail) as the previous sighting")
+    if s["unkeyed"]:
+        text += f"; {int(s['unkeyed']):,} messages get no key (they would be dead-lettered)"
+    return text
+
+
+def _why_others(chosen: str, candidates: pd.DataFrame) -> list[str]:
+    mine = candidates.set_index("key").loc[chosen]
+    lines = []
+    for _, c in candidates[candidates["key"] != chosen].iterrows():
+        if not c["repeats"]:
+            lines.append(f"{c['key']}: no repeats ({c['unkeyed']:,} messages unkeyed)")
+            continue
+        text = (f"{c['key']}: {c['repeats']:,} repeats ({c['other_payload']:,} with a different payload), "
+                f"{c['unkeyed']:,} unkeyed; the recommended window covers {c['covered_pct']:.2f}% of them")
+        if c["same_payload"] < mine["same_payload"]:
+            text += f"; it misses {int(mine['same_payload'] - c['same_payload']):,} same-payload repeats"
+        elif c["other_payload"] > mine["other_payload"]:
+            text += " and it would drop distinct events"
+        lines.append(text)
+    return lines
+
+
+def _why_mode(mode: str, other: str, found: Mapping[str, Any], memory_store: str) -> str:
+    mine, theirs = found[mode], found[other]
+    if not theirs:
+        return f"{mode} rather than {other}: {other} reaches the target with no swept window"
+    if (theirs["window_s"], theirs["peak_memory_bytes"]) == (mine["window_s"], mine["peak_memory_bytes"]):
+        return (f"{mode} (the default) or {other}: the same window and memory here; sliding would also keep "
+                "a key alive while its duplicates keep coming")
+    return (f"{mode} rather than {other}: {other} needs {_duration(theirs['window_s'])} and "
+            f"{format_bytes(theirs['peak_memory_bytes'])} at peak ({memory_store}), {mode} "
+            f"{format_bytes(mine['peak_memory_bytes'])}")
+
+
+def _dump_warnings(structure: pd.DataFrame, chosen: str, arrival_from: str, rejected: int,
+                   target_pct: float) -> list[str]:
+    s = structure.loc[chosen]
+    warnings = []
+    if s["other_payload"]:
+        warnings.append(f"key {chosen} joins {int(s['other_payload']):,} messages whose payload differs from "
+                        "the previous sighting of their key: either the key is too coarse (distinct events "
+                        "would be dropped) or the platform re-sent changed content; look at a few")
+    if 0 < s["repeats"] * (1 - target_pct / 100) < 1:
+        warnings.append(f"only {int(s['repeats']):,} repeats: covering {target_pct:g}% of them means "
+                        "covering the longest gap seen; how far the tail reaches beyond it is unknown")
+    if arrival_from == "envelope time":
+        warnings.append("arrival times are the envelopes' `time` (whole seconds, stamped at publication, "
+                        "identical on a redelivery): gaps are approximate; dump SQS messages with their "
+                        "SentTimestamp attribute for exact gaps")
+    if rejected:
+        warnings.append(f"{rejected:,} lines were not envelopes and are left out")
+    return warnings
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:
+        return "-"
+    return duration_label(round(float(seconds), 1) if seconds < 60 else float(seconds))
+
+
 def repeat_gaps(trace: Trace, key: KeySpec) -> np.ndarray:
     """Seconds between consecutive sightings of the same key, over all keys."""
     (k,) = trace.keys(key)
@@ -588,20 +855,25 @@ STANDARD_KEYS: dict[str, str] = {
 __all__ = [
     "CONVERSATION_ID_KEY",
     "DEFAULT_WINDOWS_S",
+    "DUMP_CANDIDATES",
     "OUTCOMES",
     "STANDARD_KEYS",
     "STORE_BYTES_PER_KEY",
+    "DumpRecommendation",
     "Recommendation",
     "Replay",
     "SweepEngine",
     "compare_strategies",
     "duplicate_delays",
+    "duration_label",
     "format_bytes",
     "meets",
     "outcomes",
     "recommend",
+    "recommend_for_dump",
     "repeat_gaps",
     "repeat_structure",
     "replay",
+    "smallest_window",
     "sweep",
 ]

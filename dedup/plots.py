@@ -4,30 +4,58 @@ Every function builds its figure with the object-oriented API (no ``pyplot``
 state, safe under the Agg backend and in threads) and returns it: show it in
 a notebook, or ``fig.savefig(path)``. Windows are drawn on a log axis labelled
 in seconds, minutes, hours and days.
+
+A bare ``Figure`` has no image form of its own: Jupyter shows its text
+(``<Figure size ...>``) unless pyplot's inline backend happens to be set up.
+So the figures made here are :class:`InlineFigure` objects, which display as
+a PNG wherever IPython shows them (a cell's value, ``display``, an ipywidgets
+``Output``), and :func:`png_bundle` turns any figure into that display form.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, FuncFormatter, NullFormatter
 
+from dedup.analysis import duration_label
+
 _DURATION_TICKS_S = (1, 10, 60, 600, 3600, 6 * 3600, 86_400, 7 * 86_400)
 _KIND_COLOURS = {"delivery": "tab:blue", "publish": "tab:orange", "late": "tab:red"}
+#: Resolution of figures shown inline (and saved by the workbench).
+INLINE_DPI = 110
 
 
-def duration_label(seconds: float) -> str:
-    """A short human label for a duration: ``45 s``, ``10 min``, ``6 h``, ``2 d``."""
-    for unit, size in (("d", 86_400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            value = seconds / size
-            return f"{value:.0f} {unit}" if value == round(value) else f"{value:.1f} {unit}"
-    if seconds >= 1 or seconds == 0:
-        return f"{seconds:g} s"
-    return f"{seconds * 1000:g} ms"
+def png_bundle(fig: Figure, *, dpi: float = INLINE_DPI) -> dict[str, str]:
+    """``fig`` as a Jupyter display bundle: the PNG (base64) and a one-line text naming it.
+
+    The text replaces matplotlib's ``<Figure size ...>``: it says what the
+    figure shows, for a reader without images (a terminal, a diff).
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+            "text/plain": f"[figure: {figure_title(fig)}]"}
+
+
+def figure_title(fig: Figure) -> str:
+    """The figure's suptitle, else its axes titles joined, else ``untitled``."""
+    suptitle = fig.get_suptitle()
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    return suptitle or " | ".join(titles) or "untitled"
+
+
+class InlineFigure(Figure):
+    """A :class:`~matplotlib.figure.Figure` that IPython displays as a PNG image."""
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return png_bundle(self)
 
 
 def _window_axis(ax, label: str = "Dedup window") -> None:
@@ -53,7 +81,7 @@ def caught_and_leaked(sweeps: pd.DataFrame, *, target_caught_pct: float | None =
     ``sweeps``: :func:`dedup.analysis.sweep` output (several keys concatenated
     are drawn as one line each).
     """
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = InlineFigure(figsize=(11, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2)
     for i, (key, rows) in enumerate(_by_key(sweeps)):
         colour = f"C{i}"
@@ -80,7 +108,7 @@ def caught_and_leaked(sweeps: pd.DataFrame, *, target_caught_pct: float | None =
 
 def memory(sweeps: pd.DataFrame, *, store: str = "redis") -> Figure:
     """Peak and mean store memory (and live keys) against the window."""
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    fig = InlineFigure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
     for i, (key, rows) in enumerate(_by_key(sweeps)):
         ax.plot(rows["window_s"], rows["peak_memory_bytes"], color=f"C{i}", marker=".", label=f"{key}: peak")
@@ -101,7 +129,7 @@ def duplicate_delays(delays: pd.DataFrame, *, windows_s: Sequence[float] = ()) -
     ``delays``: :func:`dedup.analysis.duplicate_delays` output; ``windows_s``
     are drawn as vertical lines (e.g. a recommended window).
     """
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    fig = InlineFigure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
     positive = delays["delay_s"][delays["delay_s"] > 0]
     lo = max(float(positive.min()), 1e-3) if len(positive) else 1e-3
@@ -125,7 +153,7 @@ def strategy_comparison(table: pd.DataFrame) -> Figure:
 
     ``table``: :func:`dedup.analysis.compare_strategies` output.
     """
-    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    fig = InlineFigure(figsize=(12, 4.2), layout="constrained")
     axes = fig.subplots(1, 3)
     labels = table["key"].astype(str).tolist()
     x = np.arange(len(labels))
@@ -159,7 +187,7 @@ def repeat_gaps(gaps_s: Mapping[str, np.ndarray]) -> Figure:
 
     Read it as: a sliding window of x catches y% of the repeats of that key.
     """
-    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    fig = InlineFigure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
     for i, (label, gaps) in enumerate(gaps_s.items()):
         gaps = np.sort(np.asarray(gaps, dtype=float))

@@ -24,6 +24,7 @@ from typing import Any
 
 from dedup.environ import overridden
 from dedup.errors import ConfigurationError
+from dedup.plots import INLINE_DPI as FIGURE_DPI
 
 #: Directory where :func:`publish` saves PNGs; unset outside the runner.
 FIGURES_DIR_ENV = "DEDUP_WORKBENCH_FIGURES"
@@ -33,7 +34,6 @@ NOTEBOOK_ENV = "DEDUP_WORKBENCH_NOTEBOOK"
 HEADLINE_MIME = "application/vnd.dedup.headline+json"
 #: Notebooks the runner executes: ``NN_name.ipynb``.
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
-FIGURE_DPI = 110
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _TRACEBACK_LINES = 12
 
@@ -41,11 +41,12 @@ _TRACEBACK_LINES = 12
 # ---- called from notebooks ---------------------------------------------------
 
 
-def publish(fig: Any, name: str) -> Any:
-    """Return ``fig`` for display; under the runner, also save it as ``<notebook>-<name>.png``.
+def publish(fig: Any, name: str) -> None:
+    """Show ``fig`` inline as a PNG here and now; under the runner, also save ``<notebook>-<name>.png``.
 
-    The figure is detached from pyplot so that Jupyter shows it once (as this
-    call's value) rather than a second time when the cell ends.
+    Showing it from the call, not as the cell's value, puts figures made in a
+    loop in the notebook too. The figure is detached from pyplot so that the
+    inline backend does not show it a second time when the cell ends.
     """
     if not re.fullmatch(r"[\w-]+", name):
         raise ConfigurationError(f"figure name {name!r} must be letters, digits, '_' or '-'")
@@ -55,10 +56,24 @@ def publish(fig: Any, name: str) -> Any:
         path = Path(target) / f"{stem}-{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight")
-    import matplotlib.pyplot as plt
+    show(fig)
 
+
+def show(fig: Any) -> None:
+    """Display ``fig`` as a PNG image (never as ``<Figure size ...>`` text) and close it in pyplot.
+
+    Works for pyplot figures and bare ``Figure`` objects alike, in a cell or
+    inside an ipywidgets ``Output``. Outside IPython (a script) it only closes.
+    """
+    import matplotlib.pyplot as plt
+    from IPython import get_ipython
+    from IPython.display import display
+
+    from dedup.plots import png_bundle
+
+    if get_ipython() is not None:
+        display(png_bundle(fig, dpi=FIGURE_DPI), raw=True)
     plt.close(fig)
-    return fig
 
 
 def headline(**numbers: Any) -> None:
@@ -94,30 +109,48 @@ def mark_windows(fig: Any, windows_s: Mapping[str, float]) -> Any:
 def controls(redraw: Callable[..., Any], **widgets: Any) -> Any:
     """ipywidgets ``widgets`` above an output area that shows ``redraw(**values)`` after every change.
 
-    ``redraw`` returns a figure or a list of figures. The area starts empty: a
+    ``redraw`` returns a figure or a list of figures, shown as PNG images
+    (:func:`show`); what it prints appears above them. The area starts empty: a
     notebook draws its static figures for the default parameters itself, so that
     they are there when it runs headless (papermill, nbmake), where nothing
     changes a control; in JupyterLab, moving a control redraws below it.
     """
     import ipywidgets
-    from IPython.display import display
 
     output = ipywidgets.Output()
 
     def update(_change: Any = None) -> None:
-        import matplotlib.pyplot as plt
-
         values = {name: widget.value for name, widget in widgets.items()}
         with output:
             output.clear_output(wait=True)
             drawn = redraw(**values)
             for fig in drawn if isinstance(drawn, list | tuple) else [drawn]:
-                display(fig)
-                plt.close(fig)
+                show(fig)
 
     for widget in widgets.values():
         widget.observe(update, names="value")
     return ipywidgets.VBox([ipywidgets.HBox(list(widgets.values())), output])
+
+
+def figure_problems(notebook: Mapping[str, Any], published: int = 0) -> list[str]:
+    """What keeps an executed notebook's figures from being seen: figures shown as text, missing images.
+
+    Any output reading ``<Figure size ...>`` is a figure Jupyter could not
+    draw; ``published`` (the PNGs :func:`publish` saved) must each have an
+    ``image/png`` output too.
+    """
+    problems, images = [], 0
+    for index, cell in enumerate(notebook.get("cells", [])):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            data = output.get("data", {})
+            images += "image/png" in data
+            text = "".join(output.get("text", "")) + "".join(data.get("text/plain", ""))
+            if "<Figure size" in text:
+                shown = text[text.index("<Figure size"):].split(">")[0] + ">"
+                problems.append(f"cell {index} shows a figure as text: {shown}")
+    if images < published:
+        problems.append(f"{published} figures published but only {images} shown as images")
+    return problems
 
 
 def headlines_of(notebook: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,7 +229,8 @@ def run_notebooks(
     Each notebook runs in its own kernel (the one named in its metadata) with
     ``root`` as working directory. ``parameters`` override the defaults of the
     notebooks that declare them; a name no selected notebook declares is an error.
-    A failing notebook does not stop the others.
+    A notebook fails when a cell raises, or when a figure would not be seen
+    (:func:`figure_problems`). A failing notebook does not stop the others.
     """
     import nbformat
     import papermill
@@ -236,10 +270,13 @@ def run_notebooks(
                 error = f"{type(exc).__name__}: {_ANSI.sub('', str(exc)).strip()}"
         seconds = time.monotonic() - started
         executed = nbformat.read(output, as_version=4) if output.exists() else {}
+        figures = sorted(figures_dir.glob(f"{path.stem}-*.png"))
+        problems = figure_problems(executed, len(figures)) if error is None else []
+        if problems:
+            error = "figures a reader would not see:\n" + "\n".join(problems)
         run = NotebookRun(
             notebook=path.stem, ok=error is None, seconds=seconds, output=output,
-            headline=headlines_of(executed), error=error,
-            figures=sorted(figures_dir.glob(f"{path.stem}-*.png")),
+            headline=headlines_of(executed), error=error, figures=figures,
         )
         echo(f"  {run.status} in {seconds:.1f} s")
         runs.append(run)

@@ -4,15 +4,22 @@
   ground-truth sidecar) or a readable CSV.
 * ``dedup sweep``: exact dedup metrics over many windows for several key
   strategies, the recommended window per strategy, optional CSV and figures.
-* ``dedup analyze FILE.jsonl``: bring your own trace (envelopes or an SQS dump):
-  how often each strategy's keys repeat and after what gaps.
+* ``dedup analyze DUMP``: bring your own trace (envelopes, an SQS dump, gzip):
+  how often each strategy's keys repeat and after what gaps, ending with the
+  recommended key, mode and window without ground truth (``--json`` for one
+  JSON object).
+
+A file that is missing or cannot be read is one line on stderr and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,9 @@ from dedup.errors import ConfigurationError
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86_400.0}
 _PROGRESS_MIN_EVENTS = 50_000
+#: Key strategies `dedup analyze` compares by default: the recommendation's candidates, and a
+#: conversationId-only key to show what a key joining different payloads looks like.
+DUMP_KEYS = ("auto", "auto|fingerprint", "envelope-id", "business:detail.eventBody.conversationId")
 #: Windows the sweep table shows (besides the recommended ones) when no --windows are given.
 _SHOWN_WINDOWS_S = (1.0, 10.0, 60.0, 300.0, 3600.0, 6 * 3600.0, 86_400.0)
 
@@ -37,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _generator_options(trace)
     trace.add_argument("-o", "--output", required=True, type=Path, help="FILE.jsonl or FILE.csv")
     trace.add_argument("--no-truth", action="store_true", help="JSONL only: do not write NAME.truth.csv")
-    trace.set_defaults(func=cmd_trace)
+    trace.set_defaults(func=_file_errors(cmd_trace))
 
     sweep = subparsers.add_parser(
         "sweep", help="exact dedup metrics over many windows; the recommended window per key strategy",
@@ -56,27 +66,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="store whose bytes per key price the memory")
     sweep.add_argument("--csv", type=Path, help="write every sweep row to this CSV")
     sweep.add_argument("--plots", type=Path, help="write PNG figures into this directory")
-    sweep.set_defaults(func=cmd_sweep)
+    sweep.set_defaults(func=_file_errors(cmd_sweep))
 
     analyze = subparsers.add_parser(
-        "analyze", help="duplicate structure of your own JSONL trace, per key strategy",
-        description="Load FILE.jsonl (EventBridge envelopes, or SQS messages / Lambda records wrapping them) "
-                    "and report, per key strategy, how often keys repeat and after what gaps. With a "
-                    "FILE.truth.csv sidecar, also the recommended window per strategy.",
+        "analyze", help="your own dump: key repeats, gaps, and the recommended key, mode and window",
+        description="Load DUMP (EventBridge envelopes as JSONL, SQS messages or Lambda records wrapping "
+                    "them, `aws sqs receive-message` output, optionally gzipped) and report, per key "
+                    "strategy, how often keys repeat, with what payload and after what gaps; then "
+                    "recommend a key strategy, window mode and window with its live keys and memory, "
+                    "without ground truth. With a NAME.truth.csv sidecar, also the exact windows.",
         formatter_class=fmt)
-    analyze.add_argument("file", type=Path, help="a JSONL file")
-    _key_options(analyze, ["envelope-id", "auto", "fingerprint", "business:detail.eventBody.conversationId"])
+    analyze.add_argument("file", type=Path, metavar="DUMP",
+                         help="a JSONL / JSON file, or the same gzipped (.gz)")
+    _key_options(analyze, [*DUMP_KEYS])
     analyze.add_argument("--errors", choices=("raise", "collect"), default="raise",
                          help="on a line that is not an envelope: stop (raise) or list it and go on")
+    analyze.add_argument("--target", type=float, default=99.9,
+                         help="share of the chosen key's observed repeats (%%) the window must cover")
+    analyze.add_argument("--store", choices=("redis", "memory"), default="redis",
+                         help="store whose bytes per key price the memory")
+    analyze.add_argument("--ignore-truth", action="store_true",
+                         help="read DUMP as your own dump would be: ignore a NAME.truth.csv sidecar")
+    analyze.add_argument("--json", action="store_true",
+                         help="print one JSON object (repeats per key, candidates, recommendation) instead")
     analyze.add_argument("--plot", type=Path, help="write the repeat-gap figure to this PNG")
-    analyze.set_defaults(func=cmd_analyze)
+    analyze.set_defaults(func=_file_errors(cmd_analyze))
 
 
 def _generator_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generated trace")
     group.add_argument("-n", "--events", type=int, default=100_000, help="messages in the trace")
-    group.add_argument("--source", choices=("genesys", "nice", "mixed"), default="genesys")
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--source", choices=("genesys", "nice", "mixed"), default="genesys",
+                       help="platform whose events the trace holds")
+    group.add_argument("--seed", type=int, default=0, help="random seed: the same seed, the same trace")
     group.add_argument("--delivery-p", type=float, help="chance an SQS delivery is redelivered (0.01)")
     group.add_argument("--publish-p", type=float, help="chance a PutEvents call is retried (0.012)")
     group.add_argument("--late-p", type=float, help="chance of a late copy, 1 min to 1 day later (0.0005)")
@@ -132,9 +154,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from dedup import analysis
-    from dedup.traces import generate, read_jsonl
+    from dedup.traces import generate
 
-    trace = read_jsonl(args.trace) if args.trace else generate(_config(args))
+    trace = read_dump(args.trace) if args.trace else generate(_config(args))
     if not trace.has_truth:
         raise ConfigurationError(f"{args.trace} has no ground truth ({args.trace.stem}.truth.csv); "
                                  "use `dedup analyze` for a trace without it")
@@ -169,15 +191,67 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
-    from dedup import analysis
+def read_dump(path: Path, **options: Any) -> Any:
+    """:func:`dedup.traces.read_jsonl`, with an unreadable file turned into a one-line error."""
+    import gzip
+    import zlib
+
     from dedup.traces import read_jsonl
 
-    trace = read_jsonl(args.file, errors=args.errors)
+    try:
+        return read_jsonl(path, **options)
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise ConfigurationError(f"cannot read {path}: not UTF-8 JSON text or gzip of it ({exc})") from None
+    except ValueError as exc:  # a truth sidecar that does not fit
+        raise ConfigurationError(f"cannot read {path}: {exc}") from None
+
+
+def _file_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``command`` with a file it cannot open, read or write turned into a one-line error (exit 2)."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except OSError as exc:
+            what = exc.strerror or str(exc)
+            raise ConfigurationError(f"{exc.filename}: {what}" if exc.filename else what) from None
+
+    return run
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from dedup import analysis
+
+    options: dict[str, Any] = {"errors": args.errors}
+    if args.ignore_truth:
+        options["truth"] = False
+    trace = read_dump(args.file, **options)
+    if len(trace) == 0:
+        raise ConfigurationError(f"{args.file} holds no messages")
     keys = args.keys or args.default_keys
-    table = analysis.repeat_structure(trace, keys, progress=_show_progress(len(trace)))
-    print(f"{args.file}: {len(trace):,} messages"
-          + (f", {len(trace.rejected)} lines rejected" if trace.rejected else ""))
+    progress = _show_progress(len(trace))
+    table = analysis.repeat_structure(trace, keys, progress=progress)
+    advice = analysis.recommend_for_dump(trace, keys, target_pct=args.target, memory_store=args.store,
+                                         progress=progress)
+    exact = [analysis.recommend(trace, key) for key in keys] if trace.has_truth else []
+    if args.json:
+        print(json.dumps(_analysis_json(args.file, trace, table, advice, exact), allow_nan=False))
+    else:
+        _print_analysis(args.file, trace, keys, table, advice, exact)
+    if args.plot:
+        from dedup import plots
+
+        plots.repeat_gaps({k: analysis.repeat_gaps(trace, k) for k in keys}).savefig(args.plot, dpi=110)
+        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _print_analysis(path: Path, trace: Any, keys: list[str], table: Any, advice: Any, exact: list) -> None:
+    from dedup.analysis import duration_label
+
+    print(f"{path}: {len(trace):,} messages over {duration_label(advice.span_s)}, arrival times from "
+          f"{advice.arrival_from}" + (f", {len(trace.rejected)} lines rejected" if trace.rejected else ""))
     for where, reason in trace.rejected[:10]:
         print(f"  line {where}: {reason}")
     print()
@@ -187,17 +261,27 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for strategy, reasons in unkeyed.items():
         top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
         print(f"  {strategy}: no key for " + "; ".join(f"{n:,} × {r}" for r, n in top))
-    if trace.has_truth:
+    if exact:
         print()
         print("Ground truth found: recommended windows (caught >= 99.9%, no false drops):")
-        for key in keys:
-            print(f"  {analysis.recommend(trace, key)}")
-    if args.plot:
-        from dedup import plots
+        for rec in exact:
+            print(f"  {rec}")
+    print()
+    print(advice)
 
-        plots.repeat_gaps({k: analysis.repeat_gaps(trace, k) for k in keys}).savefig(args.plot, dpi=110)
-        print(f"wrote {args.plot}")
-    return 0
+
+def _analysis_json(path: Path, trace: Any, table: Any, advice: Any, exact: list) -> dict[str, Any]:
+    def records(frame: Any) -> list[dict[str, Any]]:
+        return json.loads(frame.to_json(orient="records"))  # NaN -> null, numpy -> plain numbers
+
+    return {
+        "file": str(path), "messages": len(trace), "span_s": advice.span_s,
+        "arrival_from": advice.arrival_from,
+        "rejected": [{"line": where, "reason": reason} for where, reason in trace.rejected],
+        "repeats": records(table), "candidates": records(advice.candidates),
+        "recommendation": advice.as_dict(),
+        "ground_truth": [{"key": r.key, "mode": r.mode, "window_s": r.window_s} for r in exact],
+    }
 
 
 # ---- output --------------------------------------------------------------------

@@ -1,18 +1,22 @@
 """Traces on disk: JSONL (one envelope a line), a ground-truth sidecar, readable CSV.
 
-Bring your own trace: :func:`read_jsonl` also accepts what an SQS dump holds,
-a line per received message: a Lambda SQS record (``body``), a boto3
-``receive_message`` message (``Body``), a Lambda batch (``Records``, each
-record on its own), or a message body as a JSON string. A message that is
-none of these is rejected with its line (and record) number and the reason
+Bring your own trace: :func:`read_jsonl` also accepts what an SQS dump holds:
+a Lambda SQS record (``body``), a boto3 ``receive_message`` message
+(``Body``), a Lambda batch (``Records``, each record on its own), the output
+of ``aws sqs receive-message`` (``Messages``, pretty-printed JSON documents one
+after another, as a shell loop appends them), a JSON array of any of these, or
+a message body as a JSON string. Files ending in ``.gz`` (or starting with the
+gzip magic bytes) are decompressed. A message that is none of these is
+rejected with its line (and record) number and the reason
 (``errors="raise"``, the default), or set aside in ``Trace.rejected``
 (``errors="collect"``); none is dropped silently.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,12 +29,15 @@ from dedup.traces.catalogue import KINDS
 from dedup.traces.trace import TRUTH_COLUMNS, Trace, progress_bar
 
 Errors = Literal["raise", "collect"]
+#: Lists of messages a JSON document may hold: a Lambda batch, ``aws sqs receive-message`` output.
+_MESSAGE_LISTS = ("Records", "Messages")
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def truth_path(path: str | Path) -> Path:
     """Where the ground truth of ``path`` (``NAME.jsonl``) lives: ``NAME.truth.csv``."""
     path = Path(path)
-    return path.with_name(path.name.removesuffix(".jsonl") + ".truth.csv")
+    return path.with_name(path.name.removesuffix(".gz").removesuffix(".jsonl") + ".truth.csv")
 
 
 def write_jsonl(trace: Trace, path: str | Path, *, truth: bool = True, progress: bool = False) -> Path | None:
@@ -56,19 +63,21 @@ def write_csv(trace: Trace, path: str | Path) -> None:
 
 
 def read_jsonl(path: str | Path, *, errors: Errors = "raise", truth: bool | None = None) -> Trace:
-    """Load envelopes (or SQS records wrapping them) from a JSONL file, in file order.
+    """Load envelopes (or SQS messages wrapping them) from a JSONL file or SQS dump, in file order.
 
-    A line's arrival time is the SQS ``SentTimestamp`` or else the envelope
+    A message's arrival time is the SQS ``SentTimestamp`` or else the envelope
     ``time``, made non-decreasing in file order (a dump is in receive order,
-    and SQS does not record when it delivered a message again). The truth
-    sidecar, when present (or ``truth=True``), supplies exact arrival times and
-    the ground truth. ``errors="collect"`` keeps going past bad lines.
+    and SQS does not record when it delivered a message again); which one was
+    used is in ``trace.frame.attrs["arrival_from"]``. The truth sidecar, when
+    present (or ``truth=True``), supplies exact arrival times and the ground
+    truth. ``errors="collect"`` keeps going past bad lines.
     """
     if errors not in ("raise", "collect"):
         raise ValueError(f"errors must be 'raise' or 'collect', got {errors!r}")
     path = Path(path)
     envelopes: list[dict[str, Any]] = []
     stamps: list[float] = []
+    sent: list[bool] = []
     message_ids: list[str | None] = []
     receive_counts: list[int] = []
     rejected: list[tuple[str, str]] = []
@@ -78,32 +87,29 @@ def read_jsonl(path: str | Path, *, errors: Errors = "raise", truth: bool | None
             raise BadMessageError(f"{path.name}:{where}", reason)
         rejected.append((where, reason))
 
-    with path.open(encoding="utf-8") as lines:
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+    for lineno, obj in _documents(path, reject):
+        if isinstance(obj, list):
+            items = [(f"{lineno} item {k}", r) for k, r in enumerate(obj, start=1)]
+        elif isinstance(obj, Mapping) and any(isinstance(obj.get(f), list) for f in _MESSAGE_LISTS):
+            field = next(f for f in _MESSAGE_LISTS if isinstance(obj.get(f), list))
+            items = [(f"{lineno} record {k}", r) for k, r in enumerate(obj[field], start=1)]
+        else:
+            items = [(str(lineno), obj)]
+        for where, item in items:
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                reject(str(lineno), f"JSON error: {exc}")
+                envelope, stamp, message_id, count, from_sqs = _message(item)
+            except ValueError as exc:
+                reject(where, str(exc))
                 continue
-            if isinstance(obj, Mapping) and isinstance(obj.get("Records"), list):  # a Lambda batch
-                items = [(f"{lineno} record {k}", r) for k, r in enumerate(obj["Records"], start=1)]
-            else:
-                items = [(str(lineno), obj)]
-            for where, item in items:
-                try:
-                    envelope, stamp, message_id, count = _message(item)
-                except ValueError as exc:
-                    reject(where, str(exc))
-                    continue
-                envelopes.append(envelope)
-                stamps.append(stamp)
-                message_ids.append(message_id)
-                receive_counts.append(count)
+            envelopes.append(envelope)
+            stamps.append(stamp)
+            sent.append(from_sqs)
+            message_ids.append(message_id)
+            receive_counts.append(count)
     sidecar = truth_path(path)
     if truth or (truth is None and sidecar.exists()):
         frame = _read_truth(sidecar, len(envelopes))
+        frame.attrs["arrival_from"] = "truth sidecar"
     else:
         arrival = np.maximum.accumulate(np.asarray(stamps, dtype=np.float64)) if stamps else np.zeros(0)
         frame = pd.DataFrame({"arrival_ms": arrival.astype(np.int64)})
@@ -111,11 +117,50 @@ def read_jsonl(path: str | Path, *, errors: Errors = "raise", truth: bool | None
             frame["message_id"] = message_ids
         if any(c > 0 for c in receive_counts):
             frame["receive_count"] = receive_counts
+        frame.attrs["arrival_from"] = ("SentTimestamp" if all(sent) else "envelope time" if not any(sent)
+                                       else "SentTimestamp where present, else envelope time")
     return Trace(frame, envelopes=envelopes, rejected=rejected)
 
 
-def _message(obj: Any) -> tuple[dict[str, Any], float, str | None, int]:
-    """The envelope one message carries, with its time (epoch ms), SQS message id and receive count."""
+def _documents(path: Path, reject: Any) -> Iterator[tuple[int, Any]]:
+    """Every JSON value in the file with the line it starts on: one a line, or pretty-printed ones in a row.
+
+    A value that does not parse is rejected with its line, and reading goes on
+    at the next line.
+    """
+    with path.open("rb") as raw:
+        gzipped = raw.read(2) == _GZIP_MAGIC
+    opener = gzip.open if gzipped or path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        text = handle.read()
+    decoder = json.JSONDecoder()
+    pos, line = 0, 1
+    while True:
+        start = _skip_blank(text, pos)
+        line += text.count("\n", pos, start)
+        if start >= len(text):
+            return
+        try:
+            obj, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            reject(str(line), f"JSON error: {exc.msg} (column {start - text.rfind(chr(10), 0, start)})")
+            end = text.find("\n", start)
+            end = len(text) if end < 0 else end
+        else:
+            yield line, obj
+        line += text.count("\n", start, end)
+        pos = end
+
+
+def _skip_blank(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _message(obj: Any) -> tuple[dict[str, Any], float, str | None, int, bool]:
+    """The envelope one message carries, its time (epoch ms), SQS message id, receive count, and
+    whether the time is the SQS ``SentTimestamp``."""
     if isinstance(obj, str):  # a message body, itself JSON text
         try:
             obj = json.loads(obj)
@@ -126,7 +171,7 @@ def _message(obj: Any) -> tuple[dict[str, Any], float, str | None, int]:
     body_field = "body" if "body" in obj else "Body" if "Body" in obj else None
     if body_field is None:
         _check_envelope(obj)
-        return dict(obj), _envelope_ms(obj), None, 0
+        return dict(obj), _envelope_ms(obj), None, 0, False
     # An SQS message: a Lambda record (body, attributes) or boto3's receive_message (Body, Attributes).
     message_id = obj.get("messageId") or obj.get("MessageId")
     where = f" (messageId {message_id})" if message_id else ""
@@ -141,7 +186,7 @@ def _message(obj: Any) -> tuple[dict[str, Any], float, str | None, int]:
     attributes = obj.get("attributes") or obj.get("Attributes") or {}
     sent = attributes.get("SentTimestamp")
     stamp = float(sent) if sent is not None else _envelope_ms(envelope)
-    return envelope, stamp, message_id, int(attributes.get("ApproximateReceiveCount", 0))
+    return envelope, stamp, message_id, int(attributes.get("ApproximateReceiveCount", 0)), sent is not None
 
 
 def _check_envelope(obj: Any) -> None:

@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 
 import matplotlib
+import nbformat
 import pytest
 
 from dedup.cli import main
 from dedup.errors import ConfigurationError
-from dedup.workbench import FIGURES_DIR_ENV, NOTEBOOK_ENV, find_notebooks, parse_parameters, publish
+from dedup.workbench import (
+    FIGURES_DIR_ENV,
+    NOTEBOOK_ENV,
+    figure_problems,
+    find_notebooks,
+    parse_parameters,
+    publish,
+    run_notebooks,
+)
 
 matplotlib.use("Agg")
 
@@ -89,12 +98,49 @@ def test_parameter_values_are_python_literals_or_else_strings():
         parse_parameters(["window_s"])
 
 
+FIGURE_CELLS = [
+    "import matplotlib.pyplot as plt\nfrom dedup.plots import InlineFigure\n"
+    "from dedup.workbench import publish",
+    "for i in range(n):\n    fig, ax = plt.subplots()\n    ax.set_title(f'loop {i}')\n"
+    "    publish(fig, f'loop{i}')",
+    "bare = InlineFigure()\nbare.subplots().plot([1, 2])\nbare.suptitle('bare')\nbare",
+]
+
+
+def test_figures_made_in_a_loop_and_bare_figures_are_shown_as_images(write_notebook, tmp_path):
+    write_notebook("00_figures", "n = 3", FIGURE_CELLS)
+
+    (run,) = run_notebooks(tmp_path / "notebooks", tmp_path / "b", echo=lambda line: None)
+
+    assert run.ok, run.error
+    assert [f.name for f in run.figures] == [f"00_figures-loop{i}.png" for i in range(3)]
+    executed = nbformat.read(run.output, as_version=4)
+    loop, bare = executed.cells[3], executed.cells[4]
+    assert [o.data["text/plain"] for o in loop.outputs] == [f"[figure: loop {i}]" for i in range(3)]
+    assert all(o.data["image/png"] for o in loop.outputs)
+    assert "image/png" in bare.outputs[0].data and bare.outputs[0].data["text/plain"] == "[figure: bare]"
+    assert figure_problems(executed, len(run.figures)) == []
+
+
+def test_when_a_figure_shows_as_text_or_a_published_one_has_no_image_then_the_run_fails(
+    write_notebook, tmp_path
+):
+    write_notebook("00_text", "n = 1", ["from matplotlib.figure import Figure\nprint(repr(Figure()))"])
+
+    (run,) = run_notebooks(tmp_path / "notebooks", tmp_path / "b", echo=lambda line: None)
+
+    assert not run.ok and run.status == "FAILED"
+    assert "cell 2 shows a figure as text: <Figure size 640x480 with 0 Axes>" in run.error
+    executed = nbformat.read(run.output, as_version=4)
+    assert figure_problems(executed, published=2)[-1] == "2 figures published but only 0 shown as images"
+
+
 def test_publish_saves_a_png_only_when_the_runner_says_where(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
     monkeypatch.delenv(FIGURES_DIR_ENV, raising=False)
     fig, _ = plt.subplots()
-    assert publish(fig, "alone") is fig
+    assert publish(fig, "alone") is None, "publish shows the figure itself: a returned one would show twice"
     assert list(tmp_path.iterdir()) == []
 
     monkeypatch.setenv(FIGURES_DIR_ENV, str(tmp_path / "figs"))
