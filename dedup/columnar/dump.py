@@ -63,6 +63,11 @@ class Dump:
             head = hashlib.sha256(f.read(_HEAD_BYTES)).hexdigest()
         return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "head_sha256": head}
 
+    @property
+    def truth_target(self) -> Path:
+        """Where a JSONL dump's ground truth is written: ``NAME.truth.parquet``."""
+        return self.stem.with_name(self.stem.name + ".truth.parquet")
+
     def truth_sidecar(self) -> Path | None:
         """The JSONL dump's ground-truth file (``NAME.truth.parquet`` or ``NAME.truth.csv``), if any."""
         if self.format == "parquet":
