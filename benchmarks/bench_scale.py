@@ -128,13 +128,15 @@ def measure(path: str) -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     data, meta = cache_paths(dump, KEY)
-    print(json.dumps({"wall_s": wall_s, "keys_s": keys_s, "sweep_s": sweep_s, "recommend_s": wall_s - keys_s - sweep_s,
-                      "slider_ms": float(np.median(slider)), "peak_rss_bytes": rss + workers,
-                      "cache_bytes": data.stat().st_size + meta.stat().st_size, "python_rows": keys.python_rows}))
+    print(json.dumps({"wall_s": wall_s, "keys_s": keys_s, "sweep_s": sweep_s,
+                      "recommend_s": wall_s - keys_s - sweep_s, "slider_ms": float(np.median(slider)),
+                      "peak_rss_bytes": rss + workers,
+                      "cache_bytes": data.stat().st_size + meta.stat().st_size,
+                      "python_rows": keys.python_rows}))
 
 
 def _today_s(n: int) -> float:
-    """Today's path on the same trace in memory: generate, sweep the windows, recommend (which sweeps again)."""
+    """Today's path on the same trace in memory: sweep the windows, then recommend (which sweeps again)."""
     from dedup.analysis import recommend, sweep
     from dedup.traces import generate
 

@@ -25,8 +25,8 @@ def use_columnar(path: Path, engine: str) -> bool:
     """Whether ``dedup analyze`` takes the columnar path for ``path``."""
     if engine != "auto":
         return engine == "columnar"
-    name = path.name
-    return name.endswith((".parquet", ".zst")) or (path.exists() and path.stat().st_size >= COLUMNAR_MIN_BYTES)
+    large = path.exists() and path.stat().st_size >= COLUMNAR_MIN_BYTES
+    return path.name.endswith((".parquet", ".zst")) or large
 
 
 def analyze_columnar(args: argparse.Namespace) -> int:
@@ -57,20 +57,24 @@ def analyze_columnar(args: argparse.Namespace) -> int:
                                 "peak_memory_bytes": (rec.metrics or {}).get("peak_memory_bytes"),
                                 "text": str(rec)})
                 continue
-            _, row = None, None
+            row = None
             if summary["repeats"]:
-                _, row = analysis.smallest_window_of(lambda ws, progress=False, m=mode: engine.sweep(ws, m),
-                                                     analysis.DEFAULT_WINDOWS_S,
+                def sweep_at(ws: list[float], progress: bool = False, m: str = mode, e: Any = engine) -> Any:
+                    return e.sweep(ws, m)
+
+                _, row = analysis.smallest_window_of(sweep_at, analysis.DEFAULT_WINDOWS_S,
                                                      analysis._covers(summary["repeats"], args.target),
                                                      frame=frame)
             results.append(_covering(spec, mode, row, summary["repeats"], args.target))
     table = pd.DataFrame(summaries)
     if args.json:
-        print(json.dumps({"file": str(args.file), "engine": "columnar", "messages": int(table["messages"].iloc[0]),
+        messages = int(table["messages"].iloc[0])
+        print(json.dumps({"file": str(args.file), "engine": "columnar", "messages": messages,
                           "repeats": json.loads(table.to_json(orient="records")), "windows": results},
                          allow_nan=False, default=float))
         return 0
-    print(f"{args.file}: {int(table['messages'].iloc[0]):,} messages (columnar engine; keys cached beside the dump)")
+    print(f"{args.file}: {int(table['messages'].iloc[0]):,} messages "
+          "(columnar engine; keys cached beside the dump)")
     print()
     print("Key repeats (a message whose key was seen before; gaps between consecutive sightings):")
     print(table.to_string(index=False, float_format=lambda x: f"{x:,.2f}"))
@@ -81,7 +85,8 @@ def analyze_columnar(args: argparse.Namespace) -> int:
     return 0
 
 
-def _covering(spec: str, mode: str, row: dict[str, Any] | None, repeats: int, target: float) -> dict[str, Any]:
+def _covering(spec: str, mode: str, row: dict[str, Any] | None, repeats: int, target: float
+              ) -> dict[str, Any]:
     from dedup.analysis import duration_label, format_bytes
 
     if row is None:

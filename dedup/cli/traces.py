@@ -91,8 +91,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="print one JSON object (repeats per key, candidates, recommendation) instead")
     analyze.add_argument("--plot", type=Path, help="write the repeat-gap figure to this PNG")
     analyze.add_argument("--engine", choices=("auto", "memory", "columnar"), default="auto",
-                         help="columnar: out of core, keys cached beside the dump (auto: for Parquet, zstd and "
-                              "dumps of 256 MB or more)")
+                         help="columnar: out of core, keys cached beside the dump "
+                              "(auto: for Parquet, zstd and dumps of 256 MB or more)")
     analyze.set_defaults(func=_file_errors(cmd_analyze))
 
 

@@ -67,7 +67,8 @@ def analyze(path: str | Path | Dump, keys: Sequence[KeyStrategy | str] = ("auto"
         engine = ColumnarSweep(columns, memory_store=memory_store)
         frame = engine.sweep(windows, mode, progress=progress)
         recs[columns.strategy] = (engine.recommend(mode, target_caught_pct=target_caught_pct,
-                                                   max_false_drops=max_false_drops, windows=windows, frame=frame)
+                                                   max_false_drops=max_false_drops, windows=windows,
+                                                   frame=frame)
                                   if engine.has_truth else None)
         derived[columns.strategy], engines[columns.strategy] = columns, engine
         frames.append(frame)

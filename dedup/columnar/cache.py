@@ -44,7 +44,7 @@ def _description(dump: Dump, strategy: KeyStrategy | str) -> dict[str, Any]:
 
 def cached_keys(dump: Dump | str | Path, strategy: KeyStrategy | str = "auto", *, progress: bool = False,
                 con: Any = None, refresh: bool = False) -> KeyColumns:
-    """The keys of ``dump`` under ``strategy``: read from the cache when it is current, else derived and cached."""
+    """The keys of ``dump`` under ``strategy``: from the cache when it is current, else derived and cached."""
     dump = dump if isinstance(dump, Dump) else Dump.of(dump)
     con = con or connect()
     data, meta = cache_paths(dump, strategy)

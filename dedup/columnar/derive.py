@@ -155,7 +155,8 @@ def number_keys(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
 def _count(con: Any, dump: Dump) -> int:
     if dump.format == "parquet":
         path = str(dump.path).replace("'", "''")
-        return int(con.execute(f"SELECT sum(num_rows) FROM parquet_file_metadata('{path}')").fetchone()[0] or 0)
+        rows = con.execute(f"SELECT sum(num_rows) FROM parquet_file_metadata('{path}')").fetchone()[0]
+        return int(rows or 0)
     return 0  # unknown without reading the file: the bar counts up without a total
 
 

@@ -78,7 +78,8 @@ MACROS = [
     f"""CREATE OR REPLACE TEMP MACRO dd_epoch(v) AS
         CASE
           WHEN starts_with(v, '"') THEN CASE WHEN regexp_full_match(v[2:-2], '{_ISO}') THEN
-            trunc(epoch_us(TRY_CAST(v[2:-2] AS TIMESTAMPTZ))::DOUBLE / 1000000.0 * 1000.0)::BIGINT::VARCHAR END
+            trunc(epoch_us(TRY_CAST(v[2:-2] AS TIMESTAMPTZ))::DOUBLE / 1000000.0 * 1000.0)::BIGINT::VARCHAR
+          END
           WHEN dd_int(v) IS NOT NULL AND length(v) <= 18 THEN
             CASE WHEN abs(v::BIGINT) < 100000000000 THEN (v::BIGINT * 1000)::VARCHAR ELSE v END
         END""",

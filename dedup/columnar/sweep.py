@@ -127,7 +127,8 @@ class ColumnarSweep:
                                                            suppressed)
             false_drops += int((dup_m & self.single_m).sum())
             metrics.update(duplicates=self.duplicates, keyed_duplicates=self.keyed_duplicates, caught=caught,
-                           leaked=leaked, false_drops=false_drops, caught_pct=_pct(caught, self.keyed_duplicates))
+                           leaked=leaked, false_drops=false_drops,
+                           caught_pct=_pct(caught, self.keyed_duplicates))
         metrics["peak_live_keys"] = int(peak)
         metrics["mean_live_keys"] = int(total) / self.n if self.n else 0.0
         _add_memory(metrics, self.memory_store)
@@ -144,9 +145,9 @@ class ColumnarSweep:
         bar.close()
         return pd.DataFrame(rows)
 
-    def recommend(self, mode: WindowMode = "fixed", *, target_caught_pct: float = 99.9, max_false_drops: int = 0,
-                  windows: Sequence[float] = DEFAULT_WINDOWS_S, frame: pd.DataFrame | None = None,
-                  progress: bool = False) -> Recommendation:
+    def recommend(self, mode: WindowMode = "fixed", *, target_caught_pct: float = 99.9,
+                  max_false_drops: int = 0, windows: Sequence[float] = DEFAULT_WINDOWS_S,
+                  frame: pd.DataFrame | None = None, progress: bool = False) -> Recommendation:
         """:func:`dedup.analysis.recommend` on these keys; ``frame``, a sweep over ``windows``, is reused."""
         if not self.has_truth:
             raise ValueError("recommend needs ground truth (a generated trace or a truth sidecar)")

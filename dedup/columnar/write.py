@@ -110,14 +110,16 @@ class _nothing:
 
 def _render_chunk(chunk: pd.DataFrame, seed: int, fmt: str, part: Path | None) -> bytes:
     """One chunk's envelopes as JSONL bytes (gzip member for ``gzip``), or a Parquet part at ``part``."""
-    text = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in render(chunk, seed))
+    text = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n"
+                   for e in render(chunk, seed))
     data = text.encode("utf-8")
     if fmt == "gzip":
         return gzip.compress(data, compresslevel=3)  # concatenated members are one gzip stream
     if fmt == "parquet":
         lines = pd.DataFrame({"envelope": text.splitlines()})  # noqa: F841 - read by DuckDB below
         con = connect(threads=1)
-        con.execute(f"COPY (SELECT envelope FROM lines) TO '{_sql_path(part)}' (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(f"COPY (SELECT envelope FROM lines) TO '{_sql_path(part)}' "
+                    "(FORMAT parquet, COMPRESSION zstd)")
         return b""
     return data
 

@@ -51,10 +51,12 @@ def _tricky(events: list[dict]) -> list[dict]:
         variant(nice, ["detail", "eventType"], value)
         variant(genesys, ["detail", "topicName"], value)
         variant(genesys, ["source"], value)
-    for stamp in [1709510470, 1709510470292, 99_999_999_999, 100_000_000_000, 1.7e12, -5, "2024-03-04T00:01:10Z",
-                  "2024-03-04T00:01:10.292Z", "2024-03-04T00:01:10.292123+02:00", "2024-03-04T00:01:10",
-                  "2024-02-30T00:00:00Z", "2024-03-04 00:01:10Z", " 2024-03-04T00:01:10Z", "2024-03-04T24:00:00Z",
-                  "2024-03-04T00:01:60Z", "2024-03-04T00:01:10.29Z", "0999-03-04T00:01:10Z", "", None, True, KeyError]:
+    stamps = [1709510470, 1709510470292, 99_999_999_999, 100_000_000_000, 1.7e12, -5, "2024-03-04T00:01:10Z",
+              "2024-03-04T00:01:10.292Z", "2024-03-04T00:01:10.292123+02:00", "2024-03-04T00:01:10",
+              "2024-02-30T00:00:00Z", "2024-03-04 00:01:10Z", " 2024-03-04T00:01:10Z", "2024-03-04T24:00:00Z",
+              "2024-03-04T00:01:60Z", "2024-03-04T00:01:10.29Z", "0999-03-04T00:01:10Z", "", None, True,
+              KeyError]
+    for stamp in stamps:
         variant(genesys, [*body, "eventTime"], stamp)
         variant(nice, ["detail", "createdAt"], stamp)
     variant(nice, ["detail", "eventId"], "evt-1")
@@ -62,8 +64,9 @@ def _tricky(events: list[dict]) -> list[dict]:
     variant(nice, ["detail-type"], KeyError)
     variant(nice, ["source"], "com.NİCE.bridge")
     variant(nice, ["source"], "com.CXONE.bridge")
-    for transcripts in [[], [{"utteranceId": "u1"}, {"utteranceId": "u2"}], [5, {"x": 1}, {"utteranceId": None}],
-                        [{"utteranceId": 3}], [{"utteranceId": 2.5}], [{"utteranceId": ""}], "nope", {}]:
+    for transcripts in [[], [{"utteranceId": "u1"}, {"utteranceId": "u2"}],
+                        [5, {"x": 1}, {"utteranceId": None}], [{"utteranceId": 3}], [{"utteranceId": 2.5}],
+                        [{"utteranceId": ""}], "nope", {}]:
         variant(transcript, [*body, "transcripts"], transcripts)
     variant(transcript, [*body, "utteranceId"], "top")
     variant(genesys, ["detail", "eventBody"], [1, 2])
@@ -134,7 +137,7 @@ def test_when_a_line_is_not_an_envelope_then_the_error_names_the_line(tmp_path):
     with pytest.raises(BadMessageError, match="line 3"):
         derive_keys(Dump.of(path), "auto")
     path.write_text(f"{good}\nnot json\n")
-    with pytest.raises(BadMessageError, match="line 2.*JSON"):
+    with pytest.raises(BadMessageError, match=r"line 2.*JSON"):
         derive_keys(Dump.of(path), "envelope-id")
 
 

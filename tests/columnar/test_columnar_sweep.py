@@ -1,7 +1,8 @@
-"""The columnar sweep gives today's numbers: equal to analysis.sweep at 1M events and to a Deduplicator replay."""
+"""The columnar sweep gives today's numbers: analysis.sweep's at 1M events, and a Deduplicator replay's."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -41,10 +42,12 @@ def test_on_a_million_events_every_window_equals_the_sweep_engine(codes_from):
     # derived keys, so the test compares the two sweeps at full size in seconds; derivation is tested apart.
     frame = generate_frame(TraceConfig(n_events=1_000_000, source="mixed", seed=11))
     logical = frame["logical_id"].to_numpy().astype(np.int64)
-    codes = logical * PUBLISHES_PER_EVENT + frame["publish_no"].to_numpy() if codes_from == "envelope" else logical
+    envelope = logical * PUBLISHES_PER_EVENT + frame["publish_no"].to_numpy()
+    codes = envelope if codes_from == "envelope" else logical
     if "unkeyed" in codes_from:
         codes = np.where(logical % 10 == 3, -1, codes)
-    columns = KeyColumns("k", frame["arrival_ms"].to_numpy(), codes, {}, logical, frame["kind"].cat.codes.to_numpy())
+    columns = KeyColumns("k", frame["arrival_ms"].to_numpy(), codes, {}, logical,
+                         frame["kind"].cat.codes.to_numpy())
     ours = ColumnarSweep(columns)
     engine = analysis.SweepEngine(_Frame(frame), _Codes(codes))
     for mode in ("fixed", "sliding"):
@@ -87,7 +90,7 @@ def test_recommend_reuses_the_sweep_it_is_given(written, monkeypatch):
     assert rec.met
     grid = sorted(WINDOWS_S)
     # Only the finer windows between two grid points were swept, never the grid again.
-    assert all(any(lo < min(ws) and max(ws) < hi for lo, hi in zip(grid, grid[1:], strict=False)) for ws in swept)
+    assert all(any(lo < min(ws) and max(ws) < hi for lo, hi in itertools.pairwise(grid)) for ws in swept)
 
 
 def test_keys_are_cached_until_the_dump_or_the_strategy_changes(tmp_path, monkeypatch):
@@ -101,7 +104,8 @@ def test_keys_are_cached_until_the_dump_or_the_strategy_changes(tmp_path, monkey
     real = cache_module.derive_keys
     monkeypatch.setattr(cache_module, "derive_keys", lambda d, s, **k: derived.append(s) or real(d, s, **k))
     again = cached_keys(path, "auto")
-    assert derived == [] and (again.codes == first.codes).all() and (again.arrival_ms == first.arrival_ms).all()
+    assert derived == []
+    assert (again.codes == first.codes).all() and (again.arrival_ms == first.arrival_ms).all()
     cached_keys(path, "envelope-id")
     assert derived == ["envelope-id"]
     write_trace(config.replace(seed=3), path, workers=1)  # the dump is rewritten
@@ -115,7 +119,8 @@ def test_when_the_disk_is_too_small_then_writing_says_so_and_writes_nothing(tmp_
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=10_000_000))
     needed = format_bytes(10_000_000 * BYTES_PER_EVENT["gzip"])
-    with pytest.raises(NotEnoughDiskError, match=rf"needs about {re.escape(needed)}, 10\.0 MB is free") as error:
+    message = rf"needs about {re.escape(needed)}, 10\.0 MB is free"
+    with pytest.raises(NotEnoughDiskError, match=message) as error:
         write_trace(TraceConfig(n_events=10_000_000), tmp_path / "big.jsonl.gz")
     assert error.value.free == 10_000_000
     assert os.listdir(tmp_path) == []
