@@ -28,6 +28,7 @@ from dedup.columnar.derive import KeyColumns, derive_keys
 from dedup.columnar.dump import Dump
 from dedup.columnar.engine import connect
 from dedup.columnar.sweep import ColumnarSweep
+from dedup.columnar.write import NotEnoughDiskError, write_trace
 from dedup.keys import KeyStrategy
 
 __all__ = [
@@ -35,11 +36,13 @@ __all__ = [
     "ColumnarSweep",
     "Dump",
     "KeyColumns",
+    "NotEnoughDiskError",
     "analyze",
     "cache_paths",
     "cached_keys",
     "connect",
     "derive_keys",
+    "write_trace",
 ]
 
 
