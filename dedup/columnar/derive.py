@@ -17,10 +17,12 @@ import hashlib
 import json
 import multiprocessing
 import os
+import tempfile
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,8 +35,8 @@ from dedup.keys import KeyStrategy, NoKey, epoch_ms, key_strategy
 from dedup.traces.catalogue import KINDS
 from dedup.traces.trace import progress_bar
 
-#: Rows fetched from the scan at a time (a multiple of DuckDB's 2048-row vectors).
-CHUNK_ROWS = 256 * 2048
+#: Rows read back from the scan at a time.
+CHUNK_ROWS = 2_000_000
 #: Below this many rows for Python, keying stays in this process (a pool costs more to start).
 POOL_MIN_ROWS = 50_000
 _PY_BATCH = 20_000
@@ -98,9 +100,7 @@ def derive_keys(dump: Dump, strategy: KeyStrategy | str = "auto", *, con: Any = 
         for chunk in _scan(con, dump, fast, need_time):
             hi, lo = chunk["hi"], chunk["lo"]
             t = chunk["t"] if need_time else np.zeros(len(hi), np.int64)
-            lines = chunk["line"]
-            todo = np.flatnonzero(lines.notna().to_numpy())
-            keyer.submit(offset + todo, lines.to_numpy()[todo].tolist(), need_time)
+            keyer.submit(offset + chunk["python_rows"], chunk["python_lines"], need_time)
             digest_hi.append(hi)
             digest_lo.append(lo)
             time_ms.append(t)
@@ -161,7 +161,12 @@ def _count(con: Any, dump: Dump) -> int:
 
 
 def _scan(con: Any, dump: Dump, fast: list[str] | None, need_time: bool) -> Iterator[dict[str, Any]]:
-    """Chunks of: digest halves of the SQL key (-1 when none), envelope time, the line for Python."""
+    """Chunks of: digest halves of the SQL key (-1 when none), envelope time, the line for Python.
+
+    The scan is written to a temporary Parquet file first (DuckDB streams a
+    COPY within its memory limit, spilling if it must), then read back a range
+    of rows at a time, so no step holds the dump.
+    """
     layers = fast or ["NULL::VARCHAR AS k"]
     t = "dd_epoch(time)" if need_time else "NULL"
     used = used_paths(layers, t) or {"id": PATHS["id"]}
@@ -178,13 +183,24 @@ def _scan(con: Any, dump: Dump, fast: list[str] | None, need_time: bool) -> Iter
                coalesce(t, {_NO_TIME}) AS t,
                CASE WHEN k IS NULL {"OR t IS NULL" if need_time else ""} THEN coalesce(line, '') END AS line
         FROM keyed"""
-    result = con.execute(sql)
-    while True:
-        chunk = result.fetch_df_chunk(CHUNK_ROWS // 2048)
-        if chunk is None or len(chunk) == 0:
-            return
-        yield {"hi": chunk["hi"].to_numpy(np.int64), "lo": chunk["lo"].to_numpy(np.int64),
-               "t": chunk["t"].to_numpy(np.int64), "line": chunk["line"]}
+    with tempfile.TemporaryDirectory(dir=_spill_dir(con)) as tmp:
+        scanned = (Path(tmp) / "scan.parquet").as_posix().replace("'", "''")
+        con.execute(f"COPY ({sql}) TO '{scanned}' (FORMAT parquet, COMPRESSION snappy)")
+        source = f"read_parquet('{scanned}', file_row_number = true)"
+        total = int(con.execute(f"SELECT count(*) FROM {source}").fetchone()[0])
+        for lo in range(0, total, CHUNK_ROWS):
+            where = f"WHERE file_row_number >= {lo} AND file_row_number < {lo + CHUNK_ROWS}"
+            chunk = con.execute(f"SELECT hi, lo, t FROM {source} {where}").fetchnumpy()
+            python = con.execute(f"SELECT file_row_number, line FROM {source} {where} AND line IS NOT NULL "
+                                 "ORDER BY file_row_number").fetchnumpy()
+            yield {"hi": np.asarray(chunk["hi"], np.int64), "lo": np.asarray(chunk["lo"], np.int64),
+                   "t": np.asarray(chunk["t"], np.int64),
+                   "python_rows": np.asarray(python["file_row_number"], np.int64) - lo,
+                   "python_lines": list(python["line"])}
+
+
+def _spill_dir(con: Any) -> str:
+    return str(con.execute("SELECT current_setting('temp_directory')").fetchone()[0])
 
 
 def _read_truth(con: Any, dump: Dump) -> dict[str, np.ndarray] | None:

@@ -28,6 +28,7 @@ def connect(*, threads: int | None = None, memory_limit: str = DEFAULT_MEMORY_LI
     con.execute(f"SET temp_directory = '{temp_directory or tempfile.gettempdir()}'")
     con.execute("SET preserve_insertion_order = true")  # rows come back in file order
     con.execute("SET TimeZone = 'UTC'")  # naive ISO timestamps are UTC, as in dedup.keys.epoch_ms
+    con.execute("SET enable_progress_bar = false")  # callers show tqdm bars
     for macro in MACROS:
         con.execute(macro)
     return con

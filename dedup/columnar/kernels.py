@@ -34,23 +34,27 @@ def live_keys(t: np.ndarray, start: np.ndarray, end: np.ndarray, window_ms: int)
     """Peak and sum over messages of the records live after each message.
 
     ``start[i]``: message ``i`` writes a record; ``end[i]``: a record's
-    deadline is ``t[i] + window_ms`` (deadlines of end rows come in row order,
-    so one pointer follows them).
+    deadline is ``t[i] + window_ms``. Deadlines come in row order, so one
+    pointer follows them: a record is gone once a message arrives at or after it.
     """
-    live = 0
+    n = len(t)
+    deadlines = np.empty(n + 1, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        deadlines[m] = t[i] + window_ms
+        m += end[i]
+    deadlines[m] = np.iinfo(np.int64).max  # a sentinel: the scan below needs no bounds check
+    started = 0
     peak = 0
     total = 0
-    p = 0
-    n = len(t)
+    q = 0
     for i in range(n):
-        if start[i]:
-            live += 1
-        while p < i and (not end[p] or t[p] + window_ms <= t[i]):
-            if end[p]:
-                live -= 1
-            p += 1
-        if live > peak:
-            peak = live
+        started += start[i]
+        ti = t[i]
+        while deadlines[q] <= ti:
+            q += 1
+        live = started - q
+        peak = max(peak, live)
         total += live
     return peak, total
 

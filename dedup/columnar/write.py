@@ -128,7 +128,7 @@ def _merge_parts(con: object, parts: list[Path], truth: pd.DataFrame, out: Path)
     files = ", ".join(f"'{_sql_path(p)}'" for p in parts)
     con.register("truth", truth)
     con.execute(f"COPY (SELECT * FROM read_parquet([{files}]) POSITIONAL JOIN truth) TO '{_sql_path(out)}' "
-                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)")
+                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 20000)")
 
 
 def _write_parquet(con: object, frame: pd.DataFrame, out: Path) -> None:
