@@ -8,9 +8,10 @@ strict ISO-8601 or an integer, a strategy that raised ``NoKey``), and the row
 is handed to the real Python strategy (:mod:`dedup.columnar.derive`). So the
 SQL is a fast path, never a second definition of a key.
 
-The fast path is only used while ``dedup/keys.py`` is the source it was
-checked against (:data:`VALIDATED_KEYS_SHA256`; the test comparing it with
-``derive_key`` on samples and generated traces says when to update it): a
+The fast path of a strategy is only used while the ``dedup.keys`` code it
+reproduces is the code it was checked against (:data:`VALIDATED`, a hash of
+the source of the classes and helpers each spec runs; the tests comparing it
+with ``derive_key`` on samples and generated traces say when to update it): a
 changed strategy silently loses its fast path, never its exactness. Only the
 registry's default strategies have one (:data:`FAST_SPECS`).
 """
@@ -24,8 +25,21 @@ import re
 from dedup import keys
 from dedup.keys import GENESYS_SOURCE_PREFIX, NICE_SOURCE_MARKERS
 
-#: SHA-256 of the ``dedup/keys.py`` source these expressions reproduce.
-VALIDATED_KEYS_SHA256 = "31deb50b89e6ff37f14aa7812d63773801cfab5eb67964a5820cd455e55b314c"
+#: The ``dedup.keys`` names each fast path reproduces (their source is hashed).
+SOURCES: dict[str, tuple[str, ...]] = {
+    "envelope-id": ("EnvelopeId",),
+    "genesys": ("GenesysKey", "epoch_ms", "_scalar", "_utterance_ids", "GENESYS_SOURCE_PREFIX"),
+    "nice": ("NiceKey", "epoch_ms", "_scalar"),
+    "auto": ("AutoKey", "auto", "GenesysKey", "NiceKey", "epoch_ms", "_scalar", "_utterance_ids",
+             "GENESYS_SOURCE_PREFIX", "NICE_SOURCE_MARKERS"),
+}
+#: Per spec, the hash of :data:`SOURCES` the SQL was checked against.
+VALIDATED: dict[str, str] = {
+    "envelope-id": "a1e2d0d3064836498c575f134a9bf5af3a91e6cc13b1431536880532be0476c0",
+    "genesys": "572c0dcfe41ee683e0148397bf27558b696081dd50a7d936395017842f6e27b2",
+    "nice": "5e3691b08117c3091699d7da7ca6ddfda86d49f90e683c5186cbe6cf72e945c0",
+    "auto": "43cc6a7f93ec9052a11d2ed09929b1f774652234abcd49941a3b4a34a234f720",
+}
 
 #: JSON paths extracted once per row (one parse); the SQL refers to them by name.
 PATHS: dict[str, str] = {
@@ -86,8 +100,19 @@ MACROS = [
 ]
 
 
+def source_sha256(spec: str) -> str:
+    """SHA-256 of the ``dedup.keys`` code a fast path reproduces ('' when a name is gone)."""
+    parts = []
+    for name in SOURCES[spec]:
+        value = getattr(keys, name, None)
+        if value is None:
+            return ""
+        parts.append(inspect.getsource(value) if callable(value) else repr(value))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def keys_source_sha256() -> str:
-    """SHA-256 of the ``dedup.keys`` source in use."""
+    """SHA-256 of the whole ``dedup.keys`` source in use (part of a key cache's identity)."""
     return hashlib.sha256(inspect.getsource(keys).encode()).hexdigest()
 
 
@@ -163,7 +188,7 @@ def key_layers(spec: object) -> list[str] | None:
     """The fast path of a strategy spec (select lists ending in ``k``), or None: every row to Python."""
     if not isinstance(spec, str) or spec.strip() not in FAST_SPECS:
         return None
-    if keys_source_sha256() != VALIDATED_KEYS_SHA256:
+    if source_sha256(spec.strip()) != VALIDATED.get(spec.strip()):
         return None
     return FAST_SPECS[spec.strip()]()
 
