@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench lab lint chaos demo strip-notebooks venv clean
+.PHONY: run test bench lab lab-check lint chaos demo strip-notebooks venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "dedup needs Python 3.11+"'
@@ -35,8 +35,14 @@ demo: $(STAMP)
 chaos: $(STAMP)
 	$(PY) -m dedup chaos
 
+## JupyterLab on notebooks/ (runs as root too); more flags through ARGS, e.g. make lab ARGS="--port=9999 --no-browser".
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab --allow-root $(ARGS) notebooks
+
+## Real-browser check: notebook 04 in JupyterLab in headless Debian chromium; screenshots in build/screenshots/.
+lab-check: $(STAMP)
+	$(PY) -m pytest -q tests/browser
+	@ls build/screenshots/*.png
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dedup tests benchmarks

@@ -32,6 +32,7 @@ MISSING_KEY and end in the dead-letter queue.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,11 +46,12 @@ from dedup.keys import ContentFingerprint, KeyStrategy
 from dedup.service import Deduplicator, Outcome
 from dedup.stores.base import WindowStore, duration_ms
 from dedup.stores.memory import MemoryStore
-from dedup.traces import Keys, Trace
+from dedup.traces import Keys, Trace, TraceConfig, generate
 from dedup.traces.trace import progress_bar
 
 WindowMode = Literal["fixed", "sliding"]
-KeySpec = KeyStrategy | str
+#: A key strategy, its spec, or keys already derived (e.g. :func:`truth_keys`).
+KeySpec = KeyStrategy | str | Keys
 
 #: Bytes one live key costs in each store, to turn live keys into memory.
 #: redis: measured by `python -m benchmarks redis` on redis-server 7.0.15 as the growth of
@@ -72,7 +74,25 @@ _OUTCOME_CODE = {Outcome.PROCESSED: PROCESSED, Outcome.DUPLICATE: DUPLICATE, Out
 
 def key_label(key: KeySpec) -> str:
     """How a key strategy is named in tables: its spec string, or its ``name``."""
+    if isinstance(key, Keys):
+        return key.strategy
     return key if isinstance(key, str) else key.name
+
+
+def _keys_of(trace: Trace, key: KeySpec, progress: bool = False) -> Keys:
+    return key if isinstance(key, Keys) else trace.keys(key, progress=progress)[0]
+
+
+def truth_keys(trace: Trace) -> Keys:
+    """A perfect key, from the ground truth: one key per logical event, none shared between events.
+
+    What no real strategy can beat; on a generated trace the window it needs
+    is the window the duplicate processes themselves call for.
+    """
+    if not trace.has_truth:
+        raise ValueError("a truth key needs ground truth")
+    codes, uniques = pd.factorize(trace.frame["logical_id"])
+    return Keys("logical event (ground truth)", codes.astype(np.int64), [str(u) for u in uniques])
 
 
 # ---- replay ----------------------------------------------------------------------
@@ -228,8 +248,7 @@ def sweep(
     """
     if mode not in ("fixed", "sliding"):
         raise ValueError(f"mode must be 'fixed' or 'sliding', got {mode!r}")
-    (keys,) = trace.keys(key, progress=progress)
-    engine = SweepEngine(trace, keys)
+    engine = SweepEngine(trace, _keys_of(trace, key, progress))
     rows = []
     bar = progress_bar(len(windows), progress, f"sweep {key_label(key)}", unit="window")
     for window_s in windows:
@@ -244,8 +263,7 @@ def sweep(
 
 def outcomes(trace: Trace, key: KeySpec, window_s: float, mode: WindowMode = "fixed") -> np.ndarray:
     """Per-message outcome codes (into :data:`OUTCOMES`) of one window, computed like :func:`sweep`."""
-    (keys,) = trace.keys(key)
-    return SweepEngine(trace, keys).outcomes(window_s, mode)
+    return SweepEngine(trace, _keys_of(trace, key)).outcomes(window_s, mode)
 
 
 class SweepEngine:
@@ -533,6 +551,36 @@ def smallest_window_of(
     return frame, row
 
 
+def window_sensitivity(
+    config: TraceConfig,
+    late_ps: Sequence[float],
+    late_max_ss: Sequence[float],
+    *,
+    mode: WindowMode = "fixed",
+    target_caught_pct: float = 99.9,
+    memory_store: str = "redis",
+) -> pd.DataFrame:
+    """How the recommended window moves with the assumed late tail: one row per (late_p, late_max_s).
+
+    Each cell generates ``config`` with that late-duplicate share and longest
+    delay and recommends for a perfect key (:func:`truth_keys`), so the answer
+    is the duplicate processes' own, not a key strategy's; ``None`` when no
+    swept window meets the target.
+    """
+    rows = []
+    for late_p in late_ps:
+        for late_max_s in late_max_ss:
+            late_min_s = min(config.duplicates.late_min_s, late_max_s)
+            duplicates = dataclasses.replace(config.duplicates, late_p=late_p, late_min_s=late_min_s,
+                                             late_max_s=late_max_s)
+            trace = generate(config.replace(duplicates=duplicates), cache=False)
+            rec = recommend(trace, truth_keys(trace), mode=mode, target_caught_pct=target_caught_pct,
+                            memory_store=memory_store)
+            rows.append({"late_p": late_p, "late_max_s": late_max_s, "recommended_window_s": rec.window_s,
+                         "peak_memory_bytes": rec.metrics["peak_memory_bytes"] if rec.met else None})
+    return pd.DataFrame(rows)
+
+
 def compare_strategies(
     trace: Trace,
     keys: Sequence[KeySpec] | Mapping[str, KeySpec],
@@ -613,9 +661,12 @@ def repeat_structure(trace: Trace, keys: Sequence[KeySpec], *, progress: bool = 
     return pd.DataFrame(rows)
 
 
+#: A conversationId-only key, as the tutorial uses: every event of a conversation collides.
+CONVERSATION_ID_KEY = "business:detail.eventBody.conversationId"
 #: Key strategies a dump is judged with when none are named: the platform key, the platform key
-#: with a content fallback for what it cannot key, and the tutorial's envelope id.
-DUMP_CANDIDATES: tuple[str, ...] = ("auto", "auto|fingerprint", "envelope-id")
+#: with a content fallback for what it cannot key, the tutorial's envelope id, and its
+#: conversationId key (to show what a key joining different payloads looks like).
+DUMP_CANDIDATES: tuple[str, ...] = ("auto", "auto|fingerprint", "envelope-id", CONVERSATION_ID_KEY)
 #: Repeats with a different payload a key may show and still count as trusted (share of its repeats).
 _OTHER_PAYLOAD_TOLERANCE = 0.001
 
@@ -868,8 +919,6 @@ def duplicate_delays(trace: Trace) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
-#: A conversationId-only key, as the tutorial uses: every event of a conversation collides.
-CONVERSATION_ID_KEY = "business:detail.eventBody.conversationId"
 #: The key strategies the workbench compares, by label.
 STANDARD_KEYS: dict[str, str] = {
     "envelope-id": "envelope-id",
@@ -904,4 +953,6 @@ __all__ = [
     "smallest_window",
     "smallest_window_of",
     "sweep",
+    "truth_keys",
+    "window_sensitivity",
 ]

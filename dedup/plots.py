@@ -206,3 +206,27 @@ def repeat_gaps(gaps_s: Mapping[str, np.ndarray]) -> Figure:
 def _mode_text(frame: pd.DataFrame) -> str:
     modes = sorted(frame["mode"].unique()) if "mode" in frame.columns and len(frame) else []
     return f"{'/'.join(modes)} window" if modes else "window"
+
+
+def window_sensitivity(table: pd.DataFrame) -> Figure:
+    """The recommended window against the assumed late-duplicate share, one line per longest delay.
+
+    ``table``: :func:`dedup.analysis.window_sensitivity` output.
+    """
+    fig = InlineFigure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for i, (late_max_s, rows) in enumerate(table.groupby("late_max_s")):
+        rows = rows.sort_values("late_p")
+        ax.plot(100 * rows["late_p"], rows["recommended_window_s"] / 3600, color=f"C{i}", marker="o",
+                label=f"late copies up to {duration_label(float(late_max_s))}")
+    shares = sorted(table["late_p"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks([100 * p for p in shares], [f"{100 * p:g}%" for p in shares])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("Assumed late-duplicate share (% of events, log scale)")
+    ax.set_ylabel("Recommended window (hours)")
+    ax.set_title("The recommended window rests on the assumed late tail")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize="small", title="assumed delay range")
+    return fig

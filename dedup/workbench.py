@@ -132,6 +132,41 @@ def controls(redraw: Callable[..., Any], **widgets: Any) -> Any:
     return ipywidgets.VBox([ipywidgets.HBox(list(widgets.values())), output])
 
 
+def assumed_tail(config: Any) -> str:
+    """What a generated trace assumes, in a few words: size, seed and the late-duplicate tail.
+
+    Notebooks put it in their headline next to a recommended window, so that the
+    summary can say what each window rests on.
+    """
+    from dedup.analysis import duration_label
+
+    d = config.duplicates
+    return (f"n={config.n_events} seed={config.seed}, late {100 * d.late_p:g}% in "
+            f"{duration_label(d.late_min_s)}-{duration_label(d.late_max_s)}")
+
+
+def window_notes(runs: Sequence[NotebookRun]) -> list[str]:
+    """Lines under the summary: every recommended window in the headlines, and what it rests on."""
+    from dedup.analysis import duration_label
+
+    found = [(r, name, value) for r in runs for name, value in r.headline.items()
+             if name.endswith("window_s") and not name.startswith("your_") and isinstance(value, int | float)]
+    if not found:
+        return []
+    lines = ["Recommended windows, and what each rests on:"]
+    for run, name, value in found:
+        basis = ("your dump's observed repeat gaps (no ground truth)" if name.startswith("own_")
+                 else f"generated trace {run.headline.get('assumed_trace', '(not stated)')}")
+        lines.append(f"  {run.notebook.split('_')[0]} {name} = {duration_label(float(value))}: {basis}")
+    if len({v for _, n, v in found if not n.startswith("own_")}) > 1:
+        lines.append("  They differ where the platform (genesys / nice), the trace (size, seed) or the "
+                     "assumed late tail differs: a window is measured on its own trace.")
+    lines.append("  Windows on generated traces rest on the assumed late-duplicate share and delay range "
+                 "(parameters late_p, late_min_s, late_max_s), not on a measurement: notebook 04 shows how "
+                 "the window moves with them; `dedup analyze DUMP` recommends from your own traffic.")
+    return lines
+
+
 def figure_problems(notebook: Mapping[str, Any], published: int = 0) -> list[str]:
     """What keeps an executed notebook's figures from being seen: figures shown as text, missing images.
 

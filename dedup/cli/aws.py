@@ -22,6 +22,8 @@ from typing import Any
 from dedup.errors import ConfigurationError
 
 log = logging.getLogger("dedup.cli.aws")
+#: How long `consume` and `demo` wait for the window store to answer before they start.
+STORE_CHECK_S = 4.0
 
 SHARING = ("An embedded server stops when its command ends: to share one between commands, run "
            "`dedup aws-server` in a terminal, paste the `export` lines it prints into another, "
@@ -164,8 +166,9 @@ def _demo_parser(subparsers: argparse._SubParsersAction) -> None:
                       "Starts the embedded AWS (unless --aws says otherwise), provisions the stack, "
                       "publishes N distinct events with M injected duplicates of both kinds in waves, "
                       "consumes them and checks that the counts reconcile exactly: processed = N, "
-                      "duplicates dropped = M, lost = 0. Exits 1 if they do not. Removes the stack at the "
-                      "end unless --keep.", _demo)
+                      "duplicates dropped = M, lost = 0 (lost: never processed and gone from both the queue "
+                      "and the DLQ; events still waiting there are counted apart). Exits 1 if they do not. "
+                      "Removes the stack at the end unless --keep.", _demo)
     _aws_options(parser, default="embedded")
     _stack_options(parser)
     _traffic_options(parser, events=200, publish_retries=30, delivery_duplicates=20)
@@ -245,6 +248,7 @@ def _produce(args: argparse.Namespace) -> int:
 
 
 def _consume(args: argparse.Namespace) -> int:
+    dedup = _deduplicator(args)  # first: an unreachable store is reported before anything else starts
     from dedup.aws.consumer import SQSConsumer
     from dedup.aws.lambda_handler import load_handler
     from dedup.aws.stack import find_stack
@@ -252,7 +256,6 @@ def _consume(args: argparse.Namespace) -> int:
     with _session(args) as aws:
         sqs = aws.client("sqs")
         queue_url = args.queue_url or find_stack(aws, _stack_config(args)).queue_url
-        dedup = _deduplicator(args)
         handler = load_handler(args.handler) if args.handler else _log_event
         with _progress(args.max_messages, "consume") as bar:
             consumer = SQSConsumer(sqs, queue_url, dedup, handler, wait_time_s=args.wait_time_s,
@@ -263,17 +266,17 @@ def _consume(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if min(args.events, args.publish_retries, args.delivery_duplicates) < 0 or args.wave_size < 1:
+        raise ConfigurationError("--events and the duplicate counts must be >= 0, --wave-size >= 1")
+    if args.events == 0 and args.publish_retries + args.delivery_duplicates:
+        raise ConfigurationError("duplicates need at least one event to copy")
+    dedup = _deduplicator(args)  # first: an unreachable store is reported before anything else starts
     from dedup.aws.consumer import SQSConsumer
     from dedup.aws.producer import DuplicateInjector
     from dedup.aws.stack import provision, queue_depth, teardown
     from dedup.traces import logical_events
 
-    if min(args.events, args.publish_retries, args.delivery_duplicates) < 0 or args.wave_size < 1:
-        raise ConfigurationError("--events and the duplicate counts must be >= 0, --wave-size >= 1")
-    if args.events == 0 and args.publish_retries + args.delivery_duplicates:
-        raise ConfigurationError("duplicates need at least one event to copy")
     events = logical_events(args.events, source=args.source, seed=args.seed)
-    dedup = _deduplicator(args)
     wanted = {dedup.key_of(e) for e in events}
     handled: Counter[str] = Counter()
 
@@ -301,11 +304,13 @@ def _demo(args: argparse.Namespace) -> int:
                     copies = injector.duplicate_deliveries(sqs, handles.queue_url, deliveries[n])
                     consumer.run(max_messages=report.sent + len(copies), max_idle_s=10)
             left, dead = queue_depth(sqs, handles.queue_url), queue_depth(sqs, handles.dlq_url)
+            waiting = _keys_waiting(sqs, [handles.queue_url, handles.dlq_url], dedup.key_of)
         finally:
             if not args.keep:
                 teardown(aws, stack)
     stats, injected = consumer.stats, injector.injected
-    lost = len(wanted - set(handled))
+    unprocessed = wanted - set(handled)
+    lost = len(unprocessed - waiting)  # gone from the queue and the DLQ without being processed
     twice = sum(count - 1 for count in handled.values())
     rows = [
         ("distinct events published (N)", args.events),
@@ -317,13 +322,14 @@ def _demo(args: argparse.Namespace) -> int:
         ("processed", stats.processed),
         ("duplicates dropped", stats.duplicates),
         ("lost", lost),
+        ("not processed yet (on queue or in DLQ)", len(unprocessed & waiting)),
         ("processed twice", twice),
         ("failed / in flight / bad input", f"{stats.failed} / {stats.in_flight} / {stats.bad_input}"),
         ("deleted", stats.deleted),
         ("left on queue / in DLQ", f"{left} / {dead}"),
     ]
     m = args.publish_retries + args.delivery_duplicates
-    ok = (stats.processed == args.events and stats.duplicates == injected.total == m
+    ok = (stats.processed == args.events and stats.duplicates == injected.total == m and not unprocessed
           and lost == twice == left == dead == 0 and stats.deleted == stats.received)
     print(_table(rows, title=f"demo on {aws.describe()}, store {dedup.store.describe()}, key {args.key}"))
     print(f"reconciled: processed = N = {args.events}, duplicates dropped = M = {injected.total}, lost = 0"
@@ -356,11 +362,64 @@ def _stack_config(args: argparse.Namespace, **options: Any) -> Any:
 
 
 def _deduplicator(args: argparse.Namespace) -> Any:
+    """The Deduplicator the options describe, its store checked to answer within :data:`STORE_CHECK_S`."""
     from dedup.service import Deduplicator
     from dedup.stores import open_store
 
-    return Deduplicator(open_store(args.store), key=args.key, window_s=args.window_s, lease_s=args.lease_s,
-                        mode=args.mode)
+    store = _reachable(lambda: open_store(args.store), args.store)
+    return Deduplicator(store, key=args.key, window_s=args.window_s, lease_s=args.lease_s, mode=args.mode)
+
+
+def _reachable(open_it: Any, spec: str) -> Any:
+    """Open the store and ping it, giving up after :data:`STORE_CHECK_S` with one clear line.
+
+    Without this a consumer would receive messages it cannot decide, and wait
+    out the client's connection retries, before saying anything.
+    """
+    from dedup.errors import DedupError, StoreUnavailableError
+    from dedup.stores.redis import redact_url
+
+    result: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            store = open_it()
+            store.ping()
+            result["store"] = store
+        except StoreUnavailableError as exc:
+            result["error"] = exc.cause or exc
+        except DedupError as exc:  # e.g. an unknown scheme: its own message says it all
+            result["raise"] = exc
+        except Exception as exc:  # reported in the one line, whatever the client raised
+            result["error"] = f"{type(exc).__name__}: {exc}"
+
+    worker = threading.Thread(target=attempt, name="store-check", daemon=True)
+    worker.start()
+    worker.join(STORE_CHECK_S)
+    where = redact_url(spec)
+    if "raise" in result:
+        raise result["raise"]
+    if worker.is_alive():
+        raise ConfigurationError(f"window store {where} did not answer within {STORE_CHECK_S:g} s: "
+                                 "check --store and that the server is up and reachable")
+    if "error" in result:
+        raise ConfigurationError(f"window store {where} cannot be reached ({result['error']}): "
+                                 "check --store and that the server is up and reachable")
+    return result["store"]
+
+
+def _keys_waiting(sqs: Any, queue_urls: Sequence[str], key_of: Any) -> set[str]:
+    """Keys of the messages still on these queues: read once each (hidden meanwhile), not deleted."""
+    keys: set[str] = set()
+    for url in queue_urls:
+        while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60,
+                                           WaitTimeSeconds=0).get("Messages", []):
+            for message in batch:
+                try:
+                    keys.add(key_of(json.loads(message["Body"])))
+                except Exception:  # a body that is not an envelope has no key to account for
+                    continue
+    return keys
 
 
 def _log_event(event: Mapping[str, Any]) -> None:

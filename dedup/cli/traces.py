@@ -28,9 +28,6 @@ from dedup.errors import ConfigurationError
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86_400.0}
 _PROGRESS_MIN_EVENTS = 50_000
-#: Key strategies `dedup analyze` compares by default: the recommendation's candidates, and a
-#: conversationId-only key to show what a key joining different payloads looks like.
-DUMP_KEYS = ("auto", "auto|fingerprint", "envelope-id", "business:detail.eventBody.conversationId")
 #: Windows the sweep table shows (besides the recommended ones) when no --windows are given.
 _SHOWN_WINDOWS_S = (1.0, 10.0, 60.0, 300.0, 3600.0, 6 * 3600.0, 86_400.0)
 
@@ -78,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=fmt)
     analyze.add_argument("file", type=Path, metavar="DUMP",
                          help="a JSONL / JSON file, or the same gzipped (.gz)")
-    _key_options(analyze, [*DUMP_KEYS])
+    _key_options(analyze, ["auto", "auto|fingerprint", "envelope-id", "a conversationId key",
+                           "(dedup.analysis.DUMP_CANDIDATES)"])
     analyze.add_argument("--errors", choices=("raise", "collect"), default="raise",
                          help="on a line that is not an envelope: stop (raise) or list it and go on")
     analyze.add_argument("--target", type=float, default=99.9,
@@ -236,7 +234,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     trace = read_dump(args.file, **options)
     if len(trace) == 0:
         raise ConfigurationError(f"{args.file} holds no messages")
-    keys = args.keys or args.default_keys
+    keys = args.keys or list(analysis.DUMP_CANDIDATES)
     progress = _show_progress(len(trace))
     table = analysis.repeat_structure(trace, keys, progress=progress)
     advice = analysis.recommend_for_dump(trace, keys, target_pct=args.target, memory_store=args.store,

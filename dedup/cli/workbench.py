@@ -30,7 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dedup.workbench import parse_parameters, run_notebooks, summary_table, write_summary_json
+    from dedup.workbench import (
+        parse_parameters,
+        run_notebooks,
+        summary_table,
+        window_notes,
+        write_summary_json,
+    )
 
     runs = run_notebooks(
         args.notebooks, args.out, only=args.only, parameters=parse_parameters(args.parameter),
@@ -39,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     write_summary_json(runs, args.out / "workbench.json")
     print()
     print(summary_table(runs))
+    for line in window_notes(runs):
+        print(line)
     print(f"executed notebooks: {args.out / 'notebooks'}   figures: {args.out / 'figures'}")
     failed = [r for r in runs if not r.ok]
     for r in failed:

@@ -70,3 +70,22 @@ def test_repeat_gaps_draws_each_key(trace):
                                                (5400, "1.5 h"), (172_800, "2 d")])
 def test_durations_read_naturally(seconds, text):
     assert plots.duration_label(seconds) == text
+
+
+def test_window_sensitivity_draws_a_line_per_delay_range():
+    table = pd.DataFrame({"late_p": [0.001, 0.002, 0.001, 0.002], "late_max_s": [3600, 3600, 86_400, 86_400],
+                          "recommended_window_s": [600.0, 900.0, 3600.0, 7200.0]})
+    fig = plots.window_sensitivity(table)
+    _check(fig, 1)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["late copies up to 1 h", "late copies up to 1 d"]
+
+
+def test_figures_display_as_png_with_their_title_as_text(sweeps):
+    import base64
+
+    fig = plots.memory(sweeps)
+    bundle = fig._repr_mimebundle_()
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
+    assert bundle["text/plain"] == f"[figure: {fig.axes[0].get_title()}]"
+    assert "<Figure size" not in bundle["text/plain"]
