@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
@@ -124,3 +125,16 @@ def test_when_the_disk_is_too_small_then_writing_says_so_and_writes_nothing(tmp_
         write_trace(TraceConfig(n_events=10_000_000), tmp_path / "big.jsonl.gz")
     assert error.value.free == 10_000_000
     assert os.listdir(tmp_path) == []
+
+
+def test_dedup_analyze_takes_the_columnar_path_for_a_parquet_dump(written, capsys):
+    from dedup.cli import main
+
+    dump, trace = written
+    assert main(["analyze", str(dump.path), "--key", "auto", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["engine"] == "columnar" and report["messages"] == len(trace)
+    by_mode = {w["mode"]: w for w in report["windows"]}
+    for mode in ("fixed", "sliding"):
+        assert by_mode[mode]["ground_truth"]
+        assert by_mode[mode]["window_s"] == analysis.recommend(trace, "auto", mode=mode).window_s
