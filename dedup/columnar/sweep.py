@@ -39,6 +39,16 @@ _NEVER = np.iinfo(np.int64).max
 _ORIGINAL = KINDS.index("original")
 
 
+def _groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ordered by value (stably: in row order within a value), where each value's run starts,
+    and which of them belong to values occurring more than once."""
+    order = np.argsort(values, kind="stable")
+    v = values[order]
+    first = np.r_[True, v[1:] != v[:-1]] if len(v) else np.zeros(0, bool)
+    sizes = np.diff(np.r_[np.flatnonzero(first), len(v)])
+    return order, first, np.repeat(sizes > 1, sizes)
+
+
 class ColumnarSweep:
     """One dump's keys under one strategy, prepared for many windows."""
 
@@ -54,13 +64,10 @@ class ColumnarSweep:
         self.t = t
         self.keyed = codes >= 0
         self.n_keyed = int(self.keyed.sum())
-        rows = np.flatnonzero(self.keyed)
-        rows = rows[np.argsort(codes[rows], kind="stable")]  # by key, then arrival
-        c = codes[rows]
-        first = np.r_[True, c[1:] != c[:-1]] if len(c) else np.zeros(0, bool)
-        sizes = np.diff(np.r_[np.flatnonzero(first), len(c)])
-        multi = np.repeat(sizes > 1, sizes)  # only keys seen twice can suppress anything
-        self.rows_m = rows[multi]
+        keyed_rows = np.flatnonzero(self.keyed)
+        order, first, multi = _groups(codes[keyed_rows])  # by key, then arrival
+        rows = keyed_rows[order]
+        self.rows_m = rows[multi]  # only keys seen twice can suppress anything
         self.first_m = first[multi]
         self.t_m = t[self.rows_m]
         last_m = np.r_[self.first_m[1:], True] if len(self.rows_m) else np.zeros(0, bool)
@@ -77,11 +84,7 @@ class ColumnarSweep:
         duplicate = keys.kind != _ORIGINAL
         self.duplicates = int(duplicate.sum())
         self.keyed_duplicates = int((duplicate & self.keyed).sum())
-        order = np.argsort(logical, kind="stable")
-        lg = logical[order]
-        first = np.r_[True, lg[1:] != lg[:-1]] if len(lg) else np.zeros(0, bool)
-        sizes = np.diff(np.r_[np.flatnonzero(first), len(lg)])
-        multi = np.repeat(sizes > 1, sizes)
+        order, first, multi = _groups(logical)
         self.truth_rows = order[multi]  # copies of events delivered more than once, by event
         self.truth_first = first[multi]
         single = np.zeros(self.n, dtype=bool)
