@@ -33,7 +33,7 @@ from dedup.errors import (
     PayloadMismatchError,
     StoreUnavailableError,
 )
-from dedup.keys import KeyStrategy, derive_key, fingerprint, key_strategy
+from dedup.keys import KeyExplanation, KeyStrategy, derive_key, explain_key, fingerprint, key_strategy
 from dedup.stores.base import Claim, ClaimStatus, WindowStore, duration_ms
 
 log = logging.getLogger("dedup")
@@ -273,6 +273,10 @@ class Deduplicator:
     def _count(self, outcome: Outcome) -> None:
         attr = _COUNTER[outcome]
         setattr(self.stats, attr, getattr(self.stats, attr) + 1)
+
+    def explain(self, event: Any) -> KeyExplanation:
+        """Why ``event``'s key is what it is: the strategy applied, the fields used, the raw key."""
+        return explain_key(self.key, event)  # type: ignore[arg-type]
 
 
 # The Stats counter of each outcome (built once: hashing enum members is slow).

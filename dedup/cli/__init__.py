@@ -16,7 +16,7 @@ import sys
 
 from dedup.errors import DedupError
 
-COMMAND_MODULES = ("aws", "traces", "workbench", "chaos")
+COMMAND_MODULES = ("aws", "traces", "workbench", "chaos", "keys")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,6 +81,9 @@ class TraceConfig:
 
     Rates are per day on average; the :data:`DAILY_PROFILE` shapes them over
     the day. ``nice_share`` is the NICE share of contacts in a ``mixed`` trace.
+    Agent notifications (Genesys routing status, activity and conversation
+    summaries; NICE agent states) follow the contacts agents handle; NICE agents
+    log in once a day for ``agent_shift_s``.
     """
 
     n_events: int = 100_000
@@ -94,6 +97,10 @@ class TraceConfig:
     utterance_gap_s: float = 12.0
     audits_per_day: float = 3_000.0
     presence_changes_per_day: float = 4_000.0
+    queue_observations_per_day: float = 3_000.0
+    flow_publishes_per_day: float = 20.0
+    chat_message_gap_s: float = 45.0
+    agent_shift_s: float = 8.5 * 3600
     agents: int = 150
     nice_share: float = 0.4
     duplicates: Duplicates = field(default_factory=Duplicates)
@@ -107,12 +114,16 @@ class TraceConfig:
         for name in ("voice_share", "abandon_p", "nice_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigurationError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        for name in ("conversations_per_day", "utterance_gap_s"):
+        for name in ("conversations_per_day", "utterance_gap_s", "chat_message_gap_s", "agent_shift_s"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("audits_per_day", "presence_changes_per_day", "attribute_updates_mean"):
+        for name in ("audits_per_day", "presence_changes_per_day", "attribute_updates_mean",
+                     "queue_observations_per_day", "flow_publishes_per_day"):
             if getattr(self, name) < 0:
                 raise ConfigurationError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.agent_shift_s > 10 * 3600:
+            raise ConfigurationError("agent_shift_s must be at most 10 h (shifts start 06:00-14:00 UTC "
+                                     "and end the same day)")
         if self.agents < 1:
             raise ConfigurationError("agents must be at least 1")
         if len(self.profile) != 24 or min(self.profile) < 0 or sum(self.profile) <= 0:

@@ -5,8 +5,12 @@ trace of millions of events is generated in seconds; envelopes are rendered
 only when asked for (:mod:`dedup.traces.render`).
 
 1. Contact-centre activity: Genesys conversations (voice with transcription,
-   chat) as topic sequences with realistic gaps, audit and presence events,
-   NICE contacts as state sequences, all arriving with a daily profile.
+   chat) as topic sequences with realistic gaps, with the agent notifications
+   they cause (routing status, activity, conversation summaries), the queue's
+   conversation snapshots and analytics metrics; audit, presence, queue
+   observation and flow notifications; NICE contacts as state sequences with
+   their agents' states and chat messages, and agent login sessions; all
+   arriving with a daily profile.
 2. Publishing: each logical event is published once (plus producer
    re-publishes) and each published envelope is delivered once (plus SQS
    redeliveries); rare late copies arrive minutes to a day later.
@@ -22,17 +26,26 @@ import numpy as np
 import pandas as pd
 
 from dedup.traces.catalogue import (
+    ACTIVITY_PRESENCE_OFFSET,
+    AGENT_POOL,
     AUDIT_ENTITIES,
     EVENT_NAMES,
+    FIRST_NICE,
+    FLOWS,
     KINDS,
     MEDIA,
+    NICE_AGENT_STATES,
     NICE_STATES,
     PLATFORMS,
+    QUEUES,
+    ROUTING_STATUSES,
     Event,
 )
 from dedup.traces.config import TraceConfig
+from dedup.traces.ids import Namespace, pick
 
 _HOUR_MS = 3_600_000.0
+_DAY_MS = 86_400_000
 _VOICE, _CHAT, _NO_MEDIA = MEDIA.index("voice"), MEDIA.index("chat"), MEDIA.index("none")
 _ORIGINAL, _DELIVERY, _PUBLISH, _LATE = range(4)
 _MAX_REDELIVERIES = 5
@@ -83,13 +96,18 @@ def _expected_rows_per_day(cfg: TraceConfig) -> float:
     """Roughly how many messages a day of ``cfg`` produces, to size the first draw."""
     ab = cfg.abandon_p
     talk_mean_s = _TALK_VOICE_S * np.exp(_TALK_SIGMA**2 / 2)
-    per_conversation = 6 + (1 - ab) * 3 + cfg.attribute_updates_mean
+    chat_talk_mean_s = _TALK_CHAT_S * np.exp(_TALK_SIGMA**2 / 2)
+    per_conversation = 8 + (1 - ab) * 11 + cfg.attribute_updates_mean
     per_conversation += cfg.voice_share * (1 - ab) * talk_mean_s / cfg.utterance_gap_s
-    per_contact = 3 + ab * 2 + (1 - ab) * 6
+    per_contact = 3 + ab * 2 + (1 - ab) * 8
+    per_contact += (1 - cfg.voice_share) * (1 - ab) * chat_talk_mean_s / cfg.chat_message_gap_s
     nice = {"genesys": 0.0, "nice": 1.0, "mixed": cfg.nice_share}[cfg.source]
     rate = cfg.conversations_per_day * ((1 - nice) * per_conversation + nice * per_contact)
     if cfg.source != "nice":
-        rate += cfg.audits_per_day + cfg.presence_changes_per_day
+        rate += cfg.audits_per_day + 2 * cfg.presence_changes_per_day
+        rate += cfg.queue_observations_per_day + 2 * cfg.flow_publishes_per_day
+    if cfg.source != "genesys":
+        rate += 2 * AGENT_POOL
     d = cfg.duplicates
     copies = (1 + d.publish_p / (1 - d.publish_p)) * (1 + d.delivery_p / (1 - d.delivery_p)) + d.late_p
     return rate * copies
@@ -109,15 +127,23 @@ def _activity(rng: np.random.Generator, cfg: TraceConfig, days: float) -> _Event
         for event, per_day, pool in (
             (Event.AUDIT, cfg.audits_per_day, AUDIT_ENTITIES),
             (Event.PRESENCE, cfg.presence_changes_per_day, cfg.agents),
+            (Event.QUEUE_OBSERVATIONS, cfg.queue_observations_per_day, QUEUES),
         ):
             k = rng.poisson(per_day * days)
             parts.append(_Events(
                 np.full(k, event, np.int8), rng.integers(0, pool, k), np.full(k, -1), np.arange(k),
                 np.full(k, _NO_MEDIA, np.int8), _arrivals(rng, k, days, start_ms, cfg.profile),
             ))
+            if event == Event.PRESENCE:  # each presence change is also an activity notification
+                p = parts[-1]
+                parts.append(_Events(np.full(k, Event.ACTIVITY, np.int8), p.entity, p.participant,
+                                     p.item + ACTIVITY_PRESENCE_OFFSET, p.media,
+                                     p.time_ms + rng.uniform(5, 60, k)))
+        parts.append(_flow_publishes(rng, cfg, days, start_ms))
     if nice > 0.0:
         count = rng.poisson(cfg.conversations_per_day * nice * days)
         parts.append(_contacts(rng, cfg, _arrivals(rng, count, days, start_ms, cfg.profile)))
+        parts.append(_agent_sessions(rng, cfg, days, start_ms))
     events = _Events.concat(parts)
     events.time_ms = _distinct_times(events, np.floor(events.time_ms).astype(np.int64))
     return events
@@ -200,7 +226,54 @@ def _conversations(rng: np.random.Generator, cfg: TraceConfig, start_ms: np.ndar
     times = t_user_start[idx] + rng.random(len(idx)) * talk[idx]
     parts.append(_Events(np.full(len(idx), Event.TRANSCRIPTION, np.int8), idx, idx * 4,
                          np.arange(len(idx)), media[idx], times))
+    # The queue's conversation snapshots: queued (ACD connected), then ACD disconnected.
+    for phase, times in enumerate((t_acd_start, t_acd_end)):
+        parts.append(_Events(np.full(n, Event.QUEUE_CONVERSATION, np.int8), conv, conv * 4 + 1,
+                             np.full(n, phase), media, times + rng.uniform(5, 80, n)))
+    # What the agent's handling causes: routing status and activity (INTERACTING at user
+    # start, IDLE after wrap-up), conversation summaries (active, in ACW, none) and the
+    # conversation's analytics metrics after wrap-up.
+    idx = conv[answered]
+    k = len(idx)
+    agent = pick(cfg.seed, Namespace.USER, idx, AGENT_POOL)
+    t_acw_end = (t_user_end + acw)[idx]
+    interacting, idle = ROUTING_STATUSES.index("INTERACTING"), ROUTING_STATUSES.index("IDLE")
+    for status, times in ((interacting, t_user_start[idx]), (idle, t_acw_end)):
+        for event in (Event.ROUTING_STATUS, Event.ACTIVITY):
+            parts.append(_Events(np.full(k, event, np.int8), agent, np.full(k, -1), np.full(k, status),
+                                 np.full(k, _NO_MEDIA, np.int8), times + rng.uniform(1, 40, k)))
+    for state, times in enumerate((t_user_start[idx], t_user_end[idx], t_acw_end)):
+        parts.append(_Events(np.full(k, Event.CONVERSATION_SUMMARY, np.int8), agent, np.full(k, -1),
+                             np.full(k, state), media[idx], times + rng.uniform(1, 40, k)))
+    parts.append(_Events(np.full(k, Event.CONVERSATION_METRICS, np.int8), idx, idx * 4 + 2, np.full(k, -1),
+                         media[idx], t_acw_end + rng.uniform(200, 2000, k)))
     return _Events.concat(parts)
+
+
+def _flow_publishes(rng: np.random.Generator, cfg: TraceConfig, days: float, start_ms: float) -> _Events:
+    """Architect flow publishes: each a STARTED then a SUCCESS notification of one flow."""
+    k = rng.poisson(cfg.flow_publishes_per_day * days)
+    flow = rng.integers(0, FLOWS, k)
+    started = _arrivals(rng, k, days, start_ms, cfg.profile)
+    done = started + np.clip(_lognormal(rng, 4.0, 0.5, k), 0.5, 60.0) * 1000
+    op = np.arange(k)
+    return _Events(np.full(2 * k, Event.FLOW_NOTIFICATION, np.int8), np.r_[flow, flow], np.full(2 * k, -1),
+                   np.r_[op * 2, op * 2 + 1], np.full(2 * k, _NO_MEDIA, np.int8), np.r_[started, done])
+
+
+def _agent_sessions(rng: np.random.Generator, cfg: TraceConfig, days: float, start_ms: float) -> _Events:
+    """NICE CXone agent logins: every agent works one shift a day, starting 06:00-14:00 UTC."""
+    first_day = int(start_ms // _DAY_MS)
+    day = np.repeat(np.arange(first_day, first_day + int(np.ceil(days)) + 1), AGENT_POOL)
+    agent = np.tile(np.arange(AGENT_POOL), len(day) // AGENT_POOL)
+    begin = day * float(_DAY_MS) + rng.uniform(6, 14, len(day)) * _HOUR_MS
+    end = begin + cfg.agent_shift_s * 1000 * rng.uniform(0.95, 1.05, len(day))
+    keep = (begin >= start_ms) & (begin < start_ms + days * _DAY_MS)
+    day, agent, begin, end = day[keep], agent[keep], begin[keep], end[keep]
+    k = len(day)
+    kinds = np.repeat(np.array([Event.AGENT_SESSION_START, Event.AGENT_SESSION_END], np.int8), k)
+    return _Events(kinds, np.r_[agent, agent], np.full(2 * k, -1), np.r_[day, day],
+                   np.full(2 * k, _NO_MEDIA, np.int8), np.r_[begin, end])
 
 
 def _contacts(rng: np.random.Generator, cfg: TraceConfig, start_ms: np.ndarray) -> _Events:
@@ -240,6 +313,21 @@ def _contacts(rng: np.random.Generator, cfg: TraceConfig, start_ms: np.ndarray) 
     items = np.where(rank % 2 == 0, state["Hold"], state["Active"])
     parts.append(_Events(np.full(len(idx), Event.CONTACT_STATE, np.int8), idx, np.full(len(idx), -1),
                          items, media[idx], times))
+    # The assigned agent's states: on the contact from assignment, available again when it ends.
+    idx = contact[answered]
+    k = len(idx)
+    agent = pick(cfg.seed, Namespace.USER, idx, AGENT_POOL)
+    for agent_state, times in ((NICE_AGENT_STATES.index("InboundContact"), t_left_queue[idx]),
+                               (NICE_AGENT_STATES.index("Available"), t_ended[idx])):
+        parts.append(_Events(np.full(k, Event.AGENT_STATE, np.int8), agent, np.full(k, -1),
+                             np.full(k, agent_state), np.full(k, _NO_MEDIA, np.int8),
+                             times + rng.uniform(1, 40, k)))
+    # Digital messages of answered chats, spread over the talk time.
+    per_chat = np.where(~voice & answered, rng.poisson(talk / 1000 / cfg.chat_message_gap_s), 0)
+    idx = np.repeat(contact, per_chat)
+    times = t_active[idx] + rng.random(len(idx)) * talk[idx]
+    parts.append(_Events(np.full(len(idx), Event.DIGITAL_MESSAGE, np.int8), idx, np.full(len(idx), -1),
+                         np.arange(len(idx)), media[idx], times))
     return _Events.concat(parts)
 
 
@@ -345,7 +433,7 @@ def _frame(rows: dict[str, np.ndarray], events: _Events, n: int) -> pd.DataFrame
         "publish_no": rows["publish"][order].astype(np.int8),
         "envelope_time_ms": np.floor(rows["envelope_time"][order]).astype(np.int64),
         "platform": pd.Categorical.from_codes(
-            (events.event[logical_old] >= Event.CONTACT_CREATED).astype(np.int8), PLATFORMS),
+            (events.event[logical_old] >= FIRST_NICE).astype(np.int8), PLATFORMS),
         "event": pd.Categorical.from_codes(events.event[logical_old], EVENT_NAMES),
         "media": pd.Categorical.from_codes(events.media[logical_old], MEDIA),
         "entity": events.entity[logical_old].astype(np.int32),

@@ -33,6 +33,9 @@ class Namespace(enum.IntEnum):
     QUEUE = 10
     FLOW = 11
     INTERACTION = 12
+    AGENT_SESSION = 13
+    OPERATION = 14
+    MESSAGE = 15
 
 
 def mix64(values: np.ndarray) -> np.ndarray:

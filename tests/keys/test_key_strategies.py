@@ -18,6 +18,7 @@ from dedup.keys import (
     auto,
     derive_key,
     epoch_ms,
+    explain_key,
     first_of,
     key_strategy,
 )
@@ -98,9 +99,19 @@ def test_genesys_key_refuses_a_non_genesys_source():
         derive_key(GenesysKey(), nice, "m-1")
 
 
-def test_genesys_key_without_event_time_or_ids_is_missing(start):
-    start["detail"]["eventBody"] = {"conversationId": "c"}
-    with pytest.raises(MissingKeyError, match="no eventTime, modifiedDate, id or utteranceId"):
+def test_genesys_key_without_event_time_keys_on_a_body_fingerprint_not_on_topic_and_ids(start):
+    start["detail"]["eventBody"] = {"conversationId": "c", "participantId": "p"}
+    other = copy.deepcopy(start)
+    other["detail"]["eventBody"]["mediaType"] = "CHAT"
+    explained = explain_key(GenesysKey(), start)
+    assert explained.fields[-2:] == ("fingerprint(detail.eventBody)", "detail.timestamp")
+    assert "none of eventTime is present" in explained.fallback
+    assert GenesysKey().key_for(start) != GenesysKey().key_for(other)
+
+
+def test_genesys_key_without_an_event_body_object_is_missing(start):
+    start["detail"]["eventBody"] = "text"
+    with pytest.raises(MissingKeyError, match="eventBody is a string, not an object"):
         derive_key(GenesysKey(), start, "m-2")
 
 
@@ -164,6 +175,7 @@ def test_business_key_names_the_missing_expression(start):
 def test_first_of_falls_through_and_lists_every_strategy_tried():
     chain = first_of(GenesysKey(), NiceKey(), EnvelopeId())
     assert chain.key_for({"id": "only-an-id", "source": "x", "detail": {}}) == "id:only-an-id"
+    assert explain_key(chain, {"id": "only-an-id", "source": "x", "detail": {}}).strategy == "envelope-id"
     with pytest.raises(MissingKeyError) as info:
         derive_key(chain, {"source": "x", "detail": {}}, "msg-7")
     assert info.value.message_id == "msg-7"
@@ -182,7 +194,7 @@ def test_key_strategy_specs_build_the_named_strategies(start):
     business = key_strategy("business:detail.eventBody.conversationId@detail.eventBody.eventTime/60")
     assert isinstance(business, BusinessKey)
     assert business.bucket_s == 60
-    chained = key_strategy("nice|envelope-id")
+    chained = key_strategy("nice|envelope-id")  # a Genesys event is of no NICE family
     assert chained.key_for(start) == f"id:{start['id']}"
 
 
