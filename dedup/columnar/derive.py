@@ -29,7 +29,7 @@ import numpy as np
 
 from dedup.columnar.dump import TRUTH_FIELDS, Dump
 from dedup.columnar.engine import connect
-from dedup.columnar.keysql import PATHS, key_layers, used_paths
+from dedup.columnar.keysql import PATHS, key_layers, time_sql, used_paths
 from dedup.errors import BadMessageError
 from dedup.keys import KeyStrategy, NoKey, epoch_ms, key_strategy
 from dedup.traces.catalogue import KINDS
@@ -168,7 +168,7 @@ def _scan(con: Any, dump: Dump, fast: list[str] | None, need_time: bool) -> Iter
     of rows at a time, so no step holds the dump.
     """
     layers = fast or ["NULL::VARCHAR AS k"]
-    t = "dd_epoch(time)" if need_time else "NULL"
+    t = (time_sql() or "NULL") if need_time else "NULL"
     used = used_paths(layers, t) or {"id": PATHS["id"]}
     extracted = ", ".join(f"x[{i + 1}]::VARCHAR AS {name}" for i, name in enumerate(used))
     paths = ", ".join("'" + p.replace("'", "''") + "'" for p in used.values())

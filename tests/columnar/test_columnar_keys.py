@@ -12,10 +12,10 @@ from samples import EVENTS_DIR
 
 from dedup.columnar import Dump, derive_keys
 from dedup.columnar.derive import number_keys
-from dedup.columnar.keysql import FAST_SPECS, VALIDATED, key_layers, source_sha256
+from dedup.columnar.keysql import key_layers, validated
 from dedup.columnar.write import write_trace
 from dedup.errors import BadMessageError, MissingKeyError
-from dedup.keys import derive_key, key_strategy
+from dedup.keys import NoKey, derive_key, epoch_ms, key_strategy
 from dedup.traces import TraceConfig, generate
 
 STRATEGIES = ["auto", "genesys", "nice", "envelope-id", "fingerprint",
@@ -24,6 +24,14 @@ STRATEGIES = ["auto", "genesys", "nice", "envelope-id", "fingerprint",
 
 def _samples() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(EVENTS_DIR.glob("envelope_*.json"))]
+
+
+_STAMPS = [1709510470, 1709510470292, 99_999_999_999, 100_000_000_000, 1.7e12, -5, 1709510470.2925,
+           "1709510470", "1709510470292", "2024-03-04T00:01:10Z", "2024-03-04T00:01:10.292Z",
+           "2024-03-04T00:01:10.292123+02:00", "2024-03-04T00:01:10.999999Z", "2024-03-04T00:01:10",
+           "1969-12-31T23:59:59.9995Z", "2024-02-30T00:00:00Z", "2024-03-04 00:01:10Z",
+           " 2024-03-04T00:01:10Z", "2024-03-04T24:00:00Z", "2024-03-04T00:01:60Z", "2024-03-04T00:01:10.29Z",
+           "0999-03-04T00:01:10Z", "2024-03-04t00:01:10z"]
 
 
 def _tricky(events: list[dict]) -> list[dict]:
@@ -51,12 +59,7 @@ def _tricky(events: list[dict]) -> list[dict]:
         variant(nice, ["detail", "eventType"], value)
         variant(genesys, ["detail", "topicName"], value)
         variant(genesys, ["source"], value)
-    stamps = [1709510470, 1709510470292, 99_999_999_999, 100_000_000_000, 1.7e12, -5, "2024-03-04T00:01:10Z",
-              "2024-03-04T00:01:10.292Z", "2024-03-04T00:01:10.292123+02:00", "2024-03-04T00:01:10",
-              "2024-02-30T00:00:00Z", "2024-03-04 00:01:10Z", " 2024-03-04T00:01:10Z", "2024-03-04T24:00:00Z",
-              "2024-03-04T00:01:60Z", "2024-03-04T00:01:10.29Z", "0999-03-04T00:01:10Z", "", None, True,
-              KeyError]
-    for stamp in stamps:
+    for stamp in [*_STAMPS, "", None, True, KeyError]:
         variant(genesys, [*body, "eventTime"], stamp)
         variant(nice, ["detail", "createdAt"], stamp)
     variant(nice, ["detail", "eventId"], "evt-1")
@@ -101,12 +104,12 @@ def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return pairs.shape[1] == len(np.unique(ia)) == len(np.unique(ib))
 
 
-def test_the_envelope_id_fast_path_was_checked_against_the_keys_in_use():
+def test_the_sql_fast_paths_were_checked_against_the_keys_in_use():
     # A changed strategy loses its SQL fast path (its rows are keyed in Python: exact, slower) until the
-    # tests below pass with it again and VALIDATED holds the new source hash. Which specs have one now:
-    validated = [spec for spec in FAST_SPECS if source_sha256(spec) == VALIDATED.get(spec)]
-    assert "envelope-id" in validated
-    assert all(key_layers(spec) is not None for spec in validated)
+    # tests here pass with it again and VALIDATED holds the new source hash.
+    assert validated("envelope-id") and validated("time")
+    assert key_layers("envelope-id") is not None
+    assert key_layers("auto") is None  # the vendor keys are keyed in Python
 
 
 @pytest.mark.parametrize("spec", STRATEGIES)
@@ -141,6 +144,24 @@ def test_when_a_line_is_not_an_envelope_then_the_error_names_the_line(tmp_path):
     path.write_text(f"{good}\nnot json\n")
     with pytest.raises(BadMessageError, match=r"line 2.*JSON"):
         derive_keys(Dump.of(path), "envelope-id")
+
+
+def test_without_ground_truth_arrival_is_epoch_ms_of_every_usable_envelope_time(tmp_path):
+    stamps = []
+    for stamp in _STAMPS:
+        try:
+            stamps.append((stamp, epoch_ms(stamp)))
+        except NoKey:
+            continue
+    events = []
+    for stamp, _ in sorted(stamps, key=lambda s: s[1]):
+        event = copy.deepcopy(_samples()[0])
+        event["time"] = stamp
+        events.append(event)
+    path = tmp_path / "times.jsonl"
+    _write_jsonl(path, events)
+    keys = derive_keys(Dump.of(path), "envelope-id")
+    assert keys.arrival_ms.tolist() == sorted(ms for _, ms in stamps)
 
 
 def test_without_ground_truth_arrival_is_the_envelope_time_made_non_decreasing(tmp_path):
