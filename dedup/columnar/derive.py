@@ -35,8 +35,8 @@ from dedup.keys import KeyStrategy, NoKey, epoch_ms, key_strategy
 from dedup.traces.catalogue import KINDS
 from dedup.traces.trace import progress_bar
 
-#: Rows read back from the scan at a time.
-CHUNK_ROWS = 2_000_000
+#: Rows read back from the scan at a time (their lines for Python must fit DuckDB's memory limit).
+CHUNK_ROWS = 200_000
 #: Below this many rows for Python, keying stays in this process (a pool costs more to start).
 POOL_MIN_ROWS = 50_000
 _PY_BATCH = 20_000
