@@ -59,12 +59,9 @@ def analyze_columnar(args: argparse.Namespace) -> int:
                 continue
             row = None
             if summary["repeats"]:
-                def sweep_at(ws: list[float], progress: bool = False, m: str = mode, e: Any = engine) -> Any:
-                    return e.sweep(ws, m)
-
-                _, row = analysis.smallest_window_of(sweep_at, analysis.DEFAULT_WINDOWS_S,
-                                                     analysis._covers(summary["repeats"], args.target),
-                                                     frame=frame)
+                _, row = engine.smallest_window(analysis.DEFAULT_WINDOWS_S, mode,
+                                                analysis._covers(summary["repeats"], args.target),
+                                                frame=frame)
             results.append(_covering(spec, mode, row, summary["repeats"], args.target))
     table = pd.DataFrame(summaries)
     if args.json:

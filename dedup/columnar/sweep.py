@@ -10,7 +10,7 @@ metric equals :class:`dedup.analysis.SweepEngine`'s and a replay through the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,19 +106,16 @@ class ColumnarSweep:
         out[self.rows_m[self._duplicates_m(duration_ms(window_s, "window_s"), mode)]] = DUPLICATE
         return out
 
-    def metrics(self, window_s: float, mode: WindowMode = "fixed") -> dict[str, Any]:
-        """The row :func:`dedup.analysis.sweep` gives this window (memory priced by the store)."""
+    def metrics(self, window_s: float, mode: WindowMode = "fixed", *, live: bool = True) -> dict[str, Any]:
+        """The row :func:`dedup.analysis.sweep` gives this window (memory priced by the store).
+
+        ``live=False`` leaves the live keys and memory out (None): the outcome
+        counts alone cost a pass over repeated keys only, not over every message.
+        """
         window_ms = duration_ms(window_s, "window_s")
         dup_m = self._duplicates_m(window_ms, mode)
         suppressed = np.zeros(self.n, dtype=bool)
         suppressed[self.rows_m[dup_m]] = True
-        start = self.keyed & ~suppressed
-        if mode == "sliding":  # a record ends at its last sighting before a gap of a window or more
-            end = self.keyed.copy()
-            end[self.rows_m] = self.next_gap_m >= window_ms
-        else:
-            end = start
-        peak, total = kernels.live_keys(self.t, start, end, window_ms)
         n_dup = int(dup_m.sum())
         metrics: dict[str, Any] = {
             "key": self.keys.strategy, "mode": mode, "window_s": float(window_s),
@@ -132,21 +129,46 @@ class ColumnarSweep:
             metrics.update(duplicates=self.duplicates, keyed_duplicates=self.keyed_duplicates, caught=caught,
                            leaked=leaked, false_drops=false_drops,
                            caught_pct=_pct(caught, self.keyed_duplicates))
-        metrics["peak_live_keys"] = int(peak)
-        metrics["mean_live_keys"] = int(total) / self.n if self.n else 0.0
+        metrics["peak_live_keys"] = metrics["mean_live_keys"] = None
+        if live:
+            start = self.keyed & ~suppressed
+            if mode == "sliding":  # a record ends at its last sighting before a gap of a window or more
+                end = self.keyed.copy()
+                end[self.rows_m] = self.next_gap_m >= window_ms
+            else:
+                end = start
+            peak, total = kernels.live_keys(self.t, start, end, window_ms)
+            metrics["peak_live_keys"] = int(peak)
+            metrics["mean_live_keys"] = int(total) / self.n if self.n else 0.0
         _add_memory(metrics, self.memory_store)
         return metrics
 
     def sweep(self, windows: Sequence[float] = DEFAULT_WINDOWS_S, mode: WindowMode = "fixed", *,
-              progress: bool = False) -> pd.DataFrame:
-        """One row per window, as :func:`dedup.analysis.sweep`."""
+              progress: bool = False, live: bool = True) -> pd.DataFrame:
+        """One row per window, as :func:`dedup.analysis.sweep` (``live``: see :meth:`metrics`)."""
         bar = progress_bar(len(windows), progress, f"sweep {self.keys.strategy[:30]}", unit="window")
         rows = []
         for window_s in windows:
-            rows.append(self.metrics(window_s, mode))
+            rows.append(self.metrics(window_s, mode, live=live))
             bar.update(1)
         bar.close()
         return pd.DataFrame(rows)
+
+    def smallest_window(self, windows: Sequence[float], mode: WindowMode,
+                        ok: Callable[[pd.DataFrame], pd.Series], *, frame: pd.DataFrame | None = None,
+                        progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+        """:func:`dedup.analysis.smallest_window_of` on these keys (``frame``: a sweep over ``windows``).
+
+        ``ok`` may read outcome counts only: the windows it is asked about are
+        swept without live keys, and the row found is completed after.
+        """
+        def sweep_at(ws: list[float], progress: bool = False) -> pd.DataFrame:
+            return self.sweep(ws, mode, progress=progress, live=False)
+
+        found_frame, row = smallest_window_of(sweep_at, windows, ok, frame=frame, progress=progress)
+        if row is not None and row["peak_live_keys"] is None:
+            row = self.metrics(row["window_s"], mode)
+        return found_frame, row
 
     def recommend(self, mode: WindowMode = "fixed", *, target_caught_pct: float = 99.9,
                   max_false_drops: int = 0, windows: Sequence[float] = DEFAULT_WINDOWS_S,
@@ -154,11 +176,7 @@ class ColumnarSweep:
         """:func:`dedup.analysis.recommend` on these keys; ``frame``, a sweep over ``windows``, is reused."""
         if not self.has_truth:
             raise ValueError("recommend needs ground truth (a generated trace or a truth sidecar)")
-
-        def sweep_at(ws: list[float], progress: bool = False) -> pd.DataFrame:
-            return self.sweep(ws, mode, progress=progress)
-
-        found_frame, row = smallest_window_of(sweep_at, windows, lambda f: meets(f, target_caught_pct,
-                                                                                 max_false_drops),
-                                              frame=frame, progress=progress)
+        found_frame, row = self.smallest_window(windows, mode, lambda f: meets(f, target_caught_pct,
+                                                                               max_false_drops),
+                                                frame=frame, progress=progress)
         return recommendation(self.keys.strategy, mode, found_frame, row, target_caught_pct, max_false_drops)
