@@ -75,7 +75,8 @@ def scale(n: int, *, baseline: bool) -> Comparison:
     disk = path.stat().st_size + child["cache_bytes"]
     comparison = Comparison(f"{title}: peak RSS {format_bytes(child['peak_rss_bytes'])}, slider (one "
                             f"window, keys cached) {child['slider_ms']:.1f} ms, disk {format_bytes(disk)} (dump "
-                            f"+ key cache); {child['python_rows']:,} messages keyed in Python; load average "
+                            f"+ key cache); {child['python_rows']:,} messages keyed in Python; "
+                            f"load average "
                             f"{load:.1f} on {os.cpu_count()} cores",
                             baseline=rows[0].name if baseline else "columnar: total", rows=rows)
     if n in TARGETS:
