@@ -73,11 +73,11 @@ def scale(n: int, *, baseline: bool) -> Comparison:
     if baseline:
         rows.insert(0, Row("today: analysis sweep + recommend", _today_s(n), "s", lower_is_better=True))
     disk = path.stat().st_size + child["cache_bytes"]
-    comparison = Comparison(f"{title}: peak RSS {format_bytes(child['peak_rss_bytes'])}, slider (one "
-                            f"window, keys cached) {child['slider_ms']:.1f} ms, disk {format_bytes(disk)} (dump "
-                            f"+ key cache); {child['python_rows']:,} messages keyed in Python; "
-                            f"load average "
-                            f"{load:.1f} on {os.cpu_count()} cores",
+    figures = (f"peak RSS {format_bytes(child['peak_rss_bytes'])}, slider (one window, keys cached) "
+               f"{child['slider_ms']:.1f} ms, disk {format_bytes(disk)} (dump + key cache); "
+               f"{child['python_rows']:,} messages keyed in Python; load average {load:.1f} on "
+               f"{os.cpu_count()} cores")
+    comparison = Comparison(f"{title}: {figures}",
                             baseline=rows[0].name if baseline else "columnar: total", rows=rows)
     if n in TARGETS:
         wall_s, rss = TARGETS[n]
