@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -184,3 +186,13 @@ def test_when_two_keys_share_the_top_digest_bits_then_they_are_numbered_apart():
     assert codes[2] == -1
     assert codes[0] == codes[4] != codes[1]
     assert len({codes[0], codes[1], codes[3]}) == 3
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="needs the zstd command to compress the dump")
+def test_a_zstd_dump_keys_like_its_plain_jsonl(tmp_path):
+    dump = write_trace(TraceConfig(n_events=2000, source="genesys", seed=8), tmp_path / "t.jsonl", workers=1)
+    subprocess.run(["zstd", "-q", str(dump.path), "-o", str(tmp_path / "t.jsonl.zst")], check=True)
+    plain, packed = (derive_keys(Dump.of(p), "envelope-id") for p in (dump.path, tmp_path / "t.jsonl.zst"))
+    assert Dump.of(tmp_path / "t.jsonl.zst").compression == "zstd"
+    assert (plain.codes == packed.codes).all() and (plain.arrival_ms == packed.arrival_ms).all()
+    assert packed.has_truth  # t.truth.parquet serves both
