@@ -317,5 +317,6 @@ def _envelope(line: str, where: str) -> Mapping[str, Any]:
     if not isinstance(event, Mapping) or "source" not in event or "detail" not in event:
         raise BadMessageError(where,
                               "not an EventBridge envelope (no 'source' or 'detail'); "
-                              "SQS dumps are read by dedup.traces.read_jsonl")
+                              "SQS and Lambda dumps are read in memory: dedup.traces.read_jsonl, "
+                              "dedup analyze --engine memory")
     return event
