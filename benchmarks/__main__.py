@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import pkgutil
 import sys
 import time
@@ -18,6 +19,7 @@ import benchmarks
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--full", action="store_true", help="also the largest sizes (scale: 100M events)")
     parser.add_argument("names", nargs="*", help="only modules whose name contains one of these")
     args = parser.parse_args(argv)
     modules = sorted(
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"# {name}", flush=True)
-        for comparison in module.run(quick=args.quick):
+        full = {"full": True} if args.full and "full" in inspect.signature(module.run).parameters else {}
+        for comparison in module.run(quick=args.quick, **full):
             print(comparison.render(), flush=True)
             if comparison.met is False:
                 unmet.append(f"{name}: {comparison.title}")

@@ -481,7 +481,12 @@ def recommend(
     frame, row = smallest_window(trace, key, windows, mode,
                                  lambda f: meets(f, target_caught_pct, max_false_drops),
                                  memory_store=memory_store, progress=progress)
-    label = key_label(key)
+    return recommendation(key_label(key), mode, frame, row, target_caught_pct, max_false_drops)
+
+
+def recommendation(label: str, mode: WindowMode, frame: pd.DataFrame, row: dict[str, Any] | None,
+                   target_caught_pct: float, max_false_drops: int) -> Recommendation:
+    """The :class:`Recommendation` for the row :func:`smallest_window_of` found in ``frame`` (or None)."""
     if row is None:
         best = frame.loc[frame["caught_pct"].idxmax()]
         reason = (f"best caught {best['caught_pct']:.3f}% at {best['window_s']:g} s "
@@ -506,8 +511,29 @@ def smallest_window(
     Between the first window that is ``ok`` and the one below it, whole-second
     windows are swept too, so the answer is not just the next grid point.
     """
+    def sweep_at(ws: list[float], progress: bool = False) -> pd.DataFrame:
+        return sweep(trace, key, ws, mode, memory_store=memory_store, progress=progress)
+
+    return smallest_window_of(sweep_at, windows, ok, progress=progress)
+
+
+def smallest_window_of(
+    sweep_at: Callable[..., pd.DataFrame],
+    windows: Sequence[float],
+    ok: Callable[[pd.DataFrame], pd.Series],
+    *,
+    frame: pd.DataFrame | None = None,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """:func:`smallest_window` for any sweep engine: ``sweep_at(windows, progress=...)`` gives sweep rows.
+
+    ``frame``, a sweep already made over ``windows``, is reused instead of sweeping again.
+    """
     windows = sorted(windows)
-    frame = sweep(trace, key, windows, mode, memory_store=memory_store, progress=progress)
+    if frame is None:
+        frame = sweep_at(windows, progress=progress)
+    else:
+        frame = frame.sort_values("window_s", kind="stable").reset_index(drop=True)
     good = ok(frame).to_numpy()
     if not good.any():
         return frame, None
@@ -518,7 +544,7 @@ def smallest_window(
         finer = np.unique(np.ceil(np.linspace(lo, hi, 65)[1:-1]))
         finer = finer[(finer > lo) & (finer < hi)]
         if len(finer):
-            fine = sweep(trace, key, finer.tolist(), mode, memory_store=memory_store)
+            fine = sweep_at(finer.tolist())
             fine_ok = ok(fine).to_numpy()
             if fine_ok.any():
                 row = fine.iloc[int(np.argmax(fine_ok))].to_dict()
@@ -920,10 +946,12 @@ __all__ = [
     "outcomes",
     "recommend",
     "recommend_for_dump",
+    "recommendation",
     "repeat_gaps",
     "repeat_structure",
     "replay",
     "smallest_window",
+    "smallest_window_of",
     "sweep",
     "truth_keys",
     "window_sensitivity",

@@ -88,6 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     analyze.add_argument("--json", action="store_true",
                          help="print one JSON object (repeats per key, candidates, recommendation) instead")
     analyze.add_argument("--plot", type=Path, help="write the repeat-gap figure to this PNG")
+    analyze.add_argument("--engine", choices=("auto", "memory", "columnar"), default="auto",
+                         help="columnar: out of core, keys cached beside the dump "
+                              "(auto: for Parquet, zstd and dumps of 256 MB or more)")
     analyze.set_defaults(func=_file_errors(cmd_analyze))
 
 
@@ -220,6 +223,10 @@ def _file_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argp
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from dedup import analysis
+    from dedup.cli.scale import analyze_columnar, use_columnar
+
+    if use_columnar(args.file, args.engine):
+        return analyze_columnar(args)
 
     options: dict[str, Any] = {"errors": args.errors}
     if args.ignore_truth:

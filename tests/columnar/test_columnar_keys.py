@@ -1,0 +1,198 @@
+"""The columnar scan keys every message exactly as ``dedup.keys.derive_key`` does, on every dump format."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from samples import EVENTS_DIR
+
+from dedup.columnar import Dump, derive_keys
+from dedup.columnar.derive import number_keys
+from dedup.columnar.keysql import key_layers, validated
+from dedup.columnar.write import write_trace
+from dedup.errors import BadMessageError, MissingKeyError
+from dedup.keys import NoKey, derive_key, epoch_ms, key_strategy
+from dedup.traces import TraceConfig, generate
+
+STRATEGIES = ["auto", "genesys", "nice", "envelope-id", "fingerprint",
+              "business:detail.eventBody.conversationId"]
+
+
+def _samples() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(EVENTS_DIR.glob("envelope_*.json"))]
+
+
+_STAMPS = [1709510470, 1709510470292, 99_999_999_999, 100_000_000_000, 1.7e12, -5, 1709510470.2925,
+           "1709510470", "1709510470292", "2024-03-04T00:01:10Z", "2024-03-04T00:01:10.292Z",
+           "2024-03-04T00:01:10.292123+02:00", "2024-03-04T00:01:10.999999Z", "2024-03-04T00:01:10",
+           "1969-12-31T23:59:59.9995Z", "2024-02-30T00:00:00Z", "2024-03-04 00:01:10Z",
+           " 2024-03-04T00:01:10Z", "2024-03-04T24:00:00Z", "2024-03-04T00:01:60Z", "2024-03-04T00:01:10.29Z",
+           "0999-03-04T00:01:10Z", "2024-03-04t00:01:10z"]
+
+
+def _tricky(events: list[dict]) -> list[dict]:
+    """The samples with values the SQL must hand to Python, or must key exactly like Python."""
+    out = []
+    genesys = next(e for e in events if "eventTime" in e["detail"].get("eventBody", {}))
+    transcript = next(e for e in events if "transcripts" in e["detail"].get("eventBody", {}))
+    nice = next(e for e in events if "payload" in e["detail"])
+
+    def variant(base: dict, path: list[str], value: object) -> None:
+        event = copy.deepcopy(base)
+        node = event
+        for part in path[:-1]:
+            node = node[part]
+        if value is KeyError:
+            node.pop(path[-1], None)
+        else:
+            node[path[-1]] = value
+        out.append(event)
+
+    body = ["detail", "eventBody"]
+    for value in [1.5, 1e3, True, None, "", 0, -7, 12345678901234567890, "é\u00e9", "a\"b", "a\\b", [1], {}]:
+        variant(genesys, [*body, "participantId"], value)
+        variant(nice, ["detail", "payload", "ContactID"], value)
+        variant(nice, ["detail", "eventType"], value)
+        variant(genesys, ["detail", "topicName"], value)
+        variant(genesys, ["source"], value)
+    for stamp in [*_STAMPS, "", None, True, KeyError]:
+        variant(genesys, [*body, "eventTime"], stamp)
+        variant(nice, ["detail", "createdAt"], stamp)
+    variant(nice, ["detail", "eventId"], "evt-1")
+    variant(nice, ["detail", "eventId"], 17)
+    variant(nice, ["detail-type"], KeyError)
+    variant(nice, ["source"], "com.NİCE.bridge")
+    variant(nice, ["source"], "com.CXONE.bridge")
+    for transcripts in [[], [{"utteranceId": "u1"}, {"utteranceId": "u2"}],
+                        [5, {"x": 1}, {"utteranceId": None}], [{"utteranceId": 3}], [{"utteranceId": 2.5}],
+                        [{"utteranceId": ""}], "nope", {}]:
+        variant(transcript, [*body, "transcripts"], transcripts)
+    variant(transcript, [*body, "utteranceId"], "top")
+    variant(genesys, ["detail", "eventBody"], [1, 2])
+    variant(genesys, ["detail"], "text")
+    return out
+
+
+def _expected(events: list[dict], spec: str) -> np.ndarray:
+    strategy = key_strategy(spec)
+    hi, lo = np.full(len(events), -1, np.int64), np.full(len(events), -1, np.int64)
+    for i, event in enumerate(events):
+        try:
+            raw = derive_key(strategy, event)
+        except MissingKeyError:
+            continue
+        value = int.from_bytes(hashlib.md5(raw.encode("utf-8", "surrogatepass")).digest(), "little")
+        hi[i], lo[i] = value >> 65, value & ((1 << 63) - 1)
+    return number_keys(hi, lo)
+
+
+def _write_jsonl(path, events: list[dict]) -> None:
+    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events), encoding="utf-8")
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal keys in one are equal keys in the other, and the same messages have none."""
+    if not ((a < 0) == (b < 0)).all():
+        return False
+    _, ia = np.unique(a, return_inverse=True)
+    _, ib = np.unique(b, return_inverse=True)
+    pairs = np.unique(np.stack([ia.ravel(), ib.ravel()]), axis=1)
+    return pairs.shape[1] == len(np.unique(ia)) == len(np.unique(ib))
+
+
+def test_the_sql_fast_paths_were_checked_against_the_keys_in_use():
+    # A changed strategy loses its SQL fast path (its rows are keyed in Python: exact, slower) until the
+    # tests here pass with it again and VALIDATED holds the new source hash.
+    assert validated("envelope-id") and validated("time")
+    assert key_layers("envelope-id") is not None
+    assert key_layers("auto") is None  # the vendor keys are keyed in Python
+
+
+@pytest.mark.parametrize("spec", STRATEGIES)
+def test_when_samples_and_tricky_values_are_keyed_then_keys_equal_derive_key(tmp_path, spec):
+    events = _samples()
+    events += _tricky(events)
+    path = tmp_path / "samples.jsonl"
+    _write_jsonl(path, events)
+    keys = derive_keys(Dump.of(path), spec)
+    assert (keys.codes == _expected(events, spec)).all()
+
+
+@pytest.mark.parametrize("spec", STRATEGIES)
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".parquet"])
+def test_when_a_generated_trace_is_keyed_from_disk_then_keys_equal_derive_key(tmp_path, spec, suffix):
+    config = TraceConfig(n_events=4000, source="mixed", seed=5)
+    dump = write_trace(config, tmp_path / f"trace{suffix}", workers=1)
+    keys = derive_keys(dump, spec)
+    events = list(generate(config, cache=False).envelopes())
+    assert (keys.codes == _expected(events, spec)).all()
+    assert keys.has_truth
+    if key_layers(spec) is not None:  # generated envelopes are plain: only those without a key went to Python
+        assert keys.python_rows == keys.unkeyed
+
+
+def test_when_a_line_is_not_an_envelope_then_the_error_names_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    good = json.dumps(_samples()[0])
+    path.write_text(f"{good}\n{good}\n[1, 2]\n")
+    with pytest.raises(BadMessageError, match="line 3"):
+        derive_keys(Dump.of(path), "auto")
+    path.write_text(f"{good}\nnot json\n")
+    with pytest.raises(BadMessageError, match=r"line 2.*JSON"):
+        derive_keys(Dump.of(path), "envelope-id")
+
+
+def test_without_ground_truth_arrival_is_epoch_ms_of_every_usable_envelope_time(tmp_path):
+    stamps = []
+    for stamp in _STAMPS:
+        try:
+            stamps.append((stamp, epoch_ms(stamp)))
+        except NoKey:
+            continue
+    events = []
+    for stamp, _ in sorted(stamps, key=lambda s: s[1]):
+        event = copy.deepcopy(_samples()[0])
+        event["time"] = stamp
+        events.append(event)
+    path = tmp_path / "times.jsonl"
+    _write_jsonl(path, events)
+    keys = derive_keys(Dump.of(path), "envelope-id")
+    assert keys.arrival_ms.tolist() == sorted(ms for _, ms in stamps)
+
+
+def test_without_ground_truth_arrival_is_the_envelope_time_made_non_decreasing(tmp_path):
+    events = [copy.deepcopy(_samples()[0]) for _ in range(3)]
+    for event, stamp in zip(events, ["2024-03-04T10:00:05Z", "2024-03-04T10:00:01Z", "2024-03-04T10:00:09Z"],
+                            strict=True):
+        event["time"] = stamp
+    path = tmp_path / "dump.jsonl"
+    _write_jsonl(path, events)
+    keys = derive_keys(Dump.of(path), "auto")
+    assert not keys.has_truth
+    base = 1709546400000
+    assert keys.arrival_ms.tolist() == [base + 5000, base + 5000, base + 9000]
+
+
+def test_when_two_keys_share_the_top_digest_bits_then_they_are_numbered_apart():
+    hi = np.array([5, 5, -1, 7, 5])
+    lo = np.array([1, 2, -1, 3, 1])
+    codes = number_keys(hi, lo)
+    assert codes[2] == -1
+    assert codes[0] == codes[4] != codes[1]
+    assert len({codes[0], codes[1], codes[3]}) == 3
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="needs the zstd command to compress the dump")
+def test_a_zstd_dump_keys_like_its_plain_jsonl(tmp_path):
+    dump = write_trace(TraceConfig(n_events=2000, source="genesys", seed=8), tmp_path / "t.jsonl", workers=1)
+    subprocess.run(["zstd", "-q", str(dump.path), "-o", str(tmp_path / "t.jsonl.zst")], check=True)
+    plain, packed = (derive_keys(Dump.of(p), "envelope-id") for p in (dump.path, tmp_path / "t.jsonl.zst"))
+    assert Dump.of(tmp_path / "t.jsonl.zst").compression == "zstd"
+    assert (plain.codes == packed.codes).all() and (plain.arrival_ms == packed.arrival_ms).all()
+    assert packed.has_truth  # t.truth.parquet serves both
