@@ -21,12 +21,13 @@ Strategies without one (the vendor keys of ``auto``, ``fingerprint``,
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import re
 
 from dedup import keys
 
-#: The ``dedup.keys`` names (dotted through its modules) each fast path reproduces: their source is hashed.
+#: The names each fast path reproduces (in ``dedup.keys``, or ``module.name`` in ``dedup.module``): hashed.
 SOURCES: dict[str, tuple[str, ...]] = {
     "envelope-id": ("EnvelopeId",),
     "time": ("epoch_ms", "canonical.epoch_ms", "canonical._iso_ms", "canonical._SECONDS_BELOW"),
@@ -34,7 +35,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
 #: Per fast path, the hash of its :data:`SOURCES` the SQL was checked against.
 VALIDATED: dict[str, str] = {
     "envelope-id": "5b68e42cb380be365eb4b639d0838c988c7e3f93c5d9f0083c37a6f0ac1088f4",
-    "time": "ee1f63162225e5d008eeca540b840dc6fd769c3ddd1a68461b3edfd8f632ecc9",
+    "time": "0eea91c51222ee504a509014cbe8bb9a734007222319078e2a6180156c2b577a",
 }
 
 #: JSON paths extracted once per row (one parse); the SQL refers to them by name.
@@ -71,8 +72,10 @@ def source_sha256(path: str) -> str:
     """SHA-256 of the ``dedup.keys`` code a fast path reproduces ('' when a name is gone)."""
     parts = []
     for name in SOURCES[path]:
-        value: object = keys
-        for part in name.split("."):
+        head, _, rest = name.partition(".")
+        # "epoch_ms" is dedup.keys.epoch_ms; "canonical.epoch_ms" is dedup.canonical.epoch_ms.
+        value: object = importlib.import_module(f"dedup.{head}") if rest else keys
+        for part in (rest or head).split("."):
             value = getattr(value, part, None)
         if value is None:
             return ""
