@@ -5,8 +5,9 @@
 * Sweep vs replay: the metrics of 100 windows over 1M events, by one sweep
   (key derivation included) and by replays through the real Deduplicator and
   MemoryStore. A full replay of 1M events takes about a minute, so only two
-  windows (the shortest and the longest) are replayed, each checked equal to its sweep row, and the time
-  of 100 replays is that mean per window times 100 (the title says so).
+  windows (the shortest and the longest) are replayed, each checked equal to
+  its sweep row, and the time of 100 replays is that mean per window times 100
+  (the title says so).
   Target: identical numbers, sweep >= 50x faster.
 
 Times are this process's CPU time: the work is single-threaded and CPU-bound,
