@@ -7,12 +7,41 @@ claims of events the handler processed and releases the claims of events it
 failed on, so a redelivery processes them: a failing handler never loses an
 event.
 
-Completion is batched too: the claims of a batch are completed together after
-its last handler ran. A consumer killed in between leaves those claims to lapse
-with their lease, and a redelivery then runs the batch's earlier handlers again.
-No dedup store can close that gap (the effect and the record are not one
-transaction): handlers whose effects must not repeat after a crash should be
-idempotent themselves, e.g. an upsert keyed by the event's dedup key.
+**Leases live while their work lives.** While a batch's events wait for their
+turn or their handler runs, a lease keeper extends the batch's live leases
+(token-fenced, one ``extend`` call for all of them) every ``lease_s / 3``: between
+handlers on the batch's own thread, and from a background beat while a handler
+runs longer than that. So ``lease_s`` bounds only how long a *crashed* holder
+blocks a key, not how long a batch or a handler may take. ``deadline_s`` (e.g. a
+Lambda's end) stops the keeping-alive: no lease is extended past it.
+
+**Completion.** An event is completed once its handler returned, at the next
+store call the batch makes: the next beat, or the end of the batch, or sooner
+when ``complete_within_s`` says so. A batch shorter than a beat thus costs one
+claim call and one complete call (and one release call when a handler failed);
+``complete_within_s=0`` completes every event as its handler returns, at one
+round trip per event, for consumers that may be killed (SIGKILL) mid-batch.
+On ``KeyboardInterrupt`` or ``SystemExit`` (a consumer turns SIGTERM into one)
+inside a batch, the finished events are completed and the unfinished ones
+released before the exception goes on. A kill between an effect and its
+completion still repeats that effect on redelivery: handlers whose effects
+must never repeat should be idempotent themselves (e.g. an upsert keyed by the
+event's dedup key).
+
+**A lost lease is never silent.** If the store says the lease is gone (it ran
+out and another consumer claimed or completed the key), an event still waiting
+is not run (``IN_FLIGHT`` with :class:`~dedup.errors.LeaseLostError`: do not
+acknowledge, the holder decides it), and an event whose handler already ran is
+``PROCESSED`` with :class:`~dedup.errors.LeaseLostError` (acknowledge it:
+running it again could only add a third effect, while another consumer may
+have run it too). Both count ``stats.lease_lost`` and log at ERROR.
+:meth:`Deduplicator.process` raises the error.
+
+**No store error escapes once handlers ran.** ``complete`` and ``release`` are
+retried with backoff for up to ``store_retry_s`` (never past the leases); what
+still fails is counted (``completion_failed``, ``release_failed``) and logged at
+ERROR. The event stays PROCESSED (its effect happened); without its completion
+record a later duplicate would run again.
 
 ``lifecycle="mark_first"`` reproduces the tutorial's defect (mark the key seen
 *before* running the handler, never undo it) so the workbench can show the
@@ -21,14 +50,17 @@ events it loses.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from dedup.errors import (
     ConfigurationError,
+    LeaseLostError,
     MissingKeyError,
     PayloadMismatchError,
     StoreUnavailableError,
@@ -50,7 +82,7 @@ class Outcome(enum.Enum):
 
     PROCESSED = "processed"  # the handler ran and succeeded
     DUPLICATE = "duplicate"  # completed within the window: skipped, safe to acknowledge
-    IN_FLIGHT = "in_flight"  # another consumer holds it: do not acknowledge, it comes back
+    IN_FLIGHT = "in_flight"  # another consumer holds it (or took our lapsed lease): do not acknowledge
     FAILED = "failed"  # the handler (or payload validation) failed: claim released, retry
     MISSING_KEY = "missing_key"  # no key could be derived: retry, then dead-letter
 
@@ -62,7 +94,12 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """The outcome of one event, with the handler's return value or the error."""
+    """The outcome of one event, with the handler's return value or the error.
+
+    ``error`` is a :class:`~dedup.errors.LeaseLostError` beside ``PROCESSED``
+    when the handler ran but the lease was lost (acknowledge: the effect
+    happened), or beside ``IN_FLIGHT`` when it was lost before the handler ran.
+    """
 
     outcome: Outcome
     key: str | None
@@ -83,7 +120,10 @@ class Stats:
     payload_mismatches: int = 0
     passed_without_key: int = 0
     passed_store_down: int = 0
-    lease_lost: int = 0
+    lease_lost: int = 0  # a claim's lease was lost (an effect may have happened twice)
+    completion_failed: int = 0  # processed, but the completion record could not be written
+    release_failed: int = 0  # failed, but the claim could not be released (it lapses with its lease)
+    unvalidated: int = 0  # a duplicate whose record has no fingerprint to validate against
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -95,8 +135,11 @@ class Deduplicator:
 
     * ``key``: a :class:`~dedup.keys.KeyStrategy` or spec string (default ``auto``).
     * ``window_s``: how long a completed key suppresses duplicates.
-    * ``lease_s``: how long a claim blocks other consumers; set it above the
-      handler's longest run (a lease that runs out lets another consumer in).
+    * ``lease_s``: how long a crashed consumer's claims block other consumers.
+      A live batch keeps its leases alive (extended every ``lease_s / 3``), so a
+      batch or handler may take longer; set it above the longest stall of a live
+      process (a GC pause, a store failover) and below the time a crashed one
+      should hold up its events.
     * ``mode``: ``fixed`` (the window counts from completion) or ``sliding``
       (every duplicate sighting extends it).
     * ``lifecycle``: ``claim`` (safe) or ``mark_first`` (the tutorial's defect).
@@ -106,7 +149,14 @@ class Deduplicator:
       ``fail_open`` (run the handler without dedup, with a warning).
     * ``validate_payload``: a duplicate whose ``detail`` differs from the event
       on record fails with :class:`~dedup.errors.PayloadMismatchError`,
-      exposing a key strategy that is too coarse.
+      exposing a key strategy that is too coarse. A record written without a
+      fingerprint (before validation was enabled) validates nothing: its
+      duplicates are DUPLICATE, counted in ``stats.unvalidated``.
+    * ``complete_within_s``: the longest a finished event waits for its
+      completion record (default ``lease_s / 3``, the beat); 0 completes each
+      event as its handler returns (a round trip per event).
+    * ``store_retry_s``: how long complete and release are retried after the
+      handlers ran (never past the leases).
     """
 
     store: WindowStore
@@ -118,6 +168,8 @@ class Deduplicator:
     on_missing_key: MissingKeyPolicy = "raise"
     on_store_down: StoreDownPolicy = "fail_closed"
     validate_payload: bool = False
+    complete_within_s: float | None = None
+    store_retry_s: float = 5.0
     stats: Stats = field(default_factory=Stats)
 
     def __post_init__(self) -> None:
@@ -131,14 +183,23 @@ class Deduplicator:
                 duration_ms(getattr(self, name), name)
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from None
+        for name in ("complete_within_s", "store_retry_s"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and 0 <= value < float("inf")):
+                raise ConfigurationError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
 
     def key_of(self, event: Any, message_id: str | None = None) -> str:
         """The raw dedup key of ``event``; raises :class:`MissingKeyError`."""
         return derive_key(self.key, event, message_id)  # type: ignore[arg-type]
 
-    def process(self, event: Mapping[str, Any], handler: Handler, *, message_id: str | None = None) -> Result:
-        """Process one event; a handler exception is raised after the claim is released."""
-        result = self.process_batch([event], handler, message_ids=[message_id])[0]
+    def process(self, event: Mapping[str, Any], handler: Handler, *, message_id: str | None = None,
+                deadline_s: float | None = None) -> Result:
+        """Process one event; a handler exception is raised after the claim is released.
+
+        Raises :class:`~dedup.errors.LeaseLostError` when the handler ran but its
+        lease was lost (see the module docstring).
+        """
+        result = self.process_batch([event], handler, message_ids=[message_id], deadline_s=deadline_s)[0]
         if result.error is not None:
             raise result.error
         return result
@@ -149,12 +210,17 @@ class Deduplicator:
         handler: Handler,
         *,
         message_ids: Sequence[str | None] | None = None,
+        deadline_s: float | None = None,
     ) -> list[Result]:
         """Process a batch: one store call per phase; per-event results, in order.
 
         Handler exceptions are captured in ``Result.error`` (the claim released).
         Raises :class:`StoreUnavailableError` under ``fail_closed`` when the
-        store cannot be reached to claim: no event was decided.
+        store cannot be reached to claim: no event was decided. The batch's
+        leases are kept alive while it runs, up to ``deadline_s`` (the store
+        clock's time) when given. ``KeyboardInterrupt`` and ``SystemExit`` from a
+        handler propagate after the finished events were completed and the
+        others released.
         """
         if message_ids is not None and len(message_ids) != len(events):
             raise ValueError("message_ids must match events one to one")
@@ -179,7 +245,7 @@ class Deduplicator:
                 self.stats.passed_store_down += 1
                 results[i] = self._run(events[i], handler, k)
         else:
-            self._decide(events, ids, handler, keyed, claims, results, fps)
+            self._decide(events, ids, handler, keyed, claims, results, fps, deadline_s)
 
         self.stats.events += len(events)
         final = [r for r in results if r is not None]
@@ -209,39 +275,61 @@ class Deduplicator:
             log.warning("window store down: processing %d events without dedup (fail_open)", len(keys))
             return None
         if self.lifecycle == "mark_first":
-            self._safe(self.store.complete, claims, self.window_s)
+            try:
+                self.store.complete(claims, self.window_s)
+            except StoreUnavailableError as exc:
+                log.warning("complete (mark_first) failed: %s", exc)
         return claims
 
-    def _decide(self, events, ids, handler, keyed, claims, results, fps) -> None:
-        done: list[Claim] = []
-        failed: list[Claim] = []
+    def _decide(self, events, ids, handler, keyed, claims, results, fps, deadline_s) -> None:
+        held = [c for c in claims if c.status is ClaimStatus.CLAIMED]
+        keeper = _Keeper(self, held, deadline_s) if held and self.lifecycle == "claim" else None
         # Outcome of each key claimed in this batch, so a later copy in the same
         # batch is a DUPLICATE once the first copy was processed.
         claimed_here: dict[str, Outcome] = {}
-        for j, (i, claim) in enumerate(zip(keyed, claims, strict=True)):
-            if claim.status is ClaimStatus.CLAIMED:
-                result = self._run(events[i], handler, claim.key)
-                (done if result.outcome is Outcome.PROCESSED else failed).append(claim)
-                claimed_here[claim.storage_key] = result.outcome
-            elif self.validate_payload and claim.fingerprint != fps[j]:
-                self.stats.payload_mismatches += 1
-                result = Result(Outcome.FAILED, claim.key, error=PayloadMismatchError(claim.key, ids[i]))
-            elif (claim.status is ClaimStatus.DUPLICATE
-                  or claimed_here.get(claim.storage_key) is Outcome.PROCESSED):
-                result = Result(Outcome.DUPLICATE, claim.key)
-            else:
-                result = Result(Outcome.IN_FLIGHT, claim.key)
-            results[i] = result
-        if self.lifecycle == "mark_first":
-            return  # the tutorial's defect: marked before the handler, never undone
-        if done:
-            recorded = self._safe(self.store.complete, done, self.window_s) or [True] * len(done)
-            for claim, ok in zip(done, recorded, strict=True):
-                if not ok:
-                    self.stats.lease_lost += 1
-                    log.warning("lease lost on %s: another consumer may process it again", claim.key)
-        if failed:
-            self._safe(self.store.release, failed)
+        try:
+            for j, (i, claim) in enumerate(zip(keyed, claims, strict=True)):
+                if claim.status is ClaimStatus.CLAIMED:
+                    if keeper is not None and claim.storage_key in keeper.lost:
+                        result = self._lost_before_run(claim, ids[i])
+                        keeper.skipped()
+                    else:
+                        result = self._run(events[i], handler, claim.key)
+                        if keeper is not None:
+                            keeper.finished(claim, i, result.outcome is Outcome.PROCESSED)
+                    claimed_here[claim.storage_key] = result.outcome
+                elif self.validate_payload and claim.fingerprint and claim.fingerprint != fps[j]:
+                    self.stats.payload_mismatches += 1
+                    result = Result(Outcome.FAILED, claim.key, error=PayloadMismatchError(claim.key, ids[i]))
+                elif (claim.status is ClaimStatus.DUPLICATE
+                      or claimed_here.get(claim.storage_key) is Outcome.PROCESSED):
+                    if self.validate_payload and not claim.fingerprint:
+                        self.stats.unvalidated += 1
+                    result = Result(Outcome.DUPLICATE, claim.key)
+                else:
+                    result = Result(Outcome.IN_FLIGHT, claim.key)
+                results[i] = result
+        except BaseException:
+            if keeper is not None:
+                keeper.interrupted()
+            raise
+        if keeper is None:
+            return  # mark_first: the tutorial's defect, marked before the handler and never undone
+        for i in keeper.close():
+            results[i] = self._lost_after_run(results[i], ids[i])
+
+    def _lost_before_run(self, claim: Claim, message_id: str | None) -> Result:
+        self.stats.lease_lost += 1
+        log.error("lease lost on %s (message %s) before its handler ran: not run, left to the holder",
+                  claim.key, message_id or "<unknown>")
+        return Result(Outcome.IN_FLIGHT, claim.key, error=LeaseLostError(claim.key))
+
+    def _lost_after_run(self, result: Result, message_id: str | None) -> Result:
+        self.stats.lease_lost += 1
+        log.error("lease lost on %s (message %s) after its handler ran: another consumer may process it "
+                  "too; acknowledged (running it again could only repeat the effect)",
+                  result.key, message_id or "<unknown>")
+        return dataclasses.replace(result, error=LeaseLostError(result.key or "<unknown>"))
 
     def _run(self, event: Mapping[str, Any], handler: Handler, key: str | None) -> Result:
         try:
@@ -258,18 +346,6 @@ class Deduplicator:
         log.error("%s", exc)
         return Result(Outcome.MISSING_KEY, None, error=exc)
 
-    def _safe(self, op: Callable[..., list[bool]], *args: Any) -> list[bool] | None:
-        """Run a complete/release; a store outage here is logged, not raised.
-
-        The handler's outcome is already decided: after success the message is
-        acknowledged anyway; after failure the claim lapses with its lease.
-        """
-        try:
-            return op(*args)
-        except StoreUnavailableError as exc:
-            log.warning("%s after the handler ran: %s", op.__name__, exc)
-            return None
-
     def _count(self, outcome: Outcome) -> None:
         attr = _COUNTER[outcome]
         setattr(self.stats, attr, getattr(self.stats, attr) + 1)
@@ -283,6 +359,166 @@ _COUNTER = {
     Outcome.FAILED: "failed",
     Outcome.MISSING_KEY: "missing_key",
 }
+
+
+class _Keeper:
+    """Keeps one batch's leases alive and completes or releases its claims.
+
+    Every store call it makes carries everything due: the completions of the
+    events finished so far, then (when a beat is due) one ``extend`` of the
+    leases still held. Calls come from the batch's thread after a handler
+    (:meth:`finished`) and from a background beat on the store's clock while a
+    handler runs; a lock keeps them one at a time.
+    """
+
+    def __init__(self, dedup: Deduplicator, held: list[Claim], deadline_s: float | None) -> None:
+        self.dedup = dedup
+        self.store = dedup.store
+        self.clock = dedup.store.clock
+        self.beat_s = dedup.lease_s / 3
+        self.within_s = self.beat_s if dedup.complete_within_s is None else dedup.complete_within_s
+        self.deadline_s = deadline_s
+        self.held = held  # the batch's CLAIMED claims, in order: held[pos:] wait or run
+        self.pos = 0
+        self.to_complete: list[tuple[Claim, int]] = []
+        self.to_release: list[Claim] = []  # failed: held (and kept alive) until released
+        self.lost_after: list[int] = []  # result indexes whose completion found the lease lost
+        self.lost: set[str] = set()  # storage keys whose extend found the lease lost
+        self.lock = threading.Lock()
+        self.closed = False
+        now_s = self.clock.now_s()
+        self.lease_end_s = now_s + dedup.lease_s
+        self.next_beat_s = now_s + self.beat_s
+        self.flush_by_s = float("inf")
+        self.timer = self.clock.call_at(self.next_beat_s, self._background)
+
+    # ---- the batch's thread ---------------------------------------------
+
+    def finished(self, claim: Claim, index: int, processed: bool) -> None:
+        """A handler returned; make the store call if a beat or a completion is due."""
+        with self.lock:
+            self.pos += 1
+            now_s = self.clock.now_s()
+            if processed:
+                if not self.to_complete:
+                    self.flush_by_s = now_s + self.within_s
+                self.to_complete.append((claim, index))
+            else:
+                self.to_release.append(claim)
+            if now_s >= self.next_beat_s or now_s >= self.flush_by_s:
+                self._due(now_s)
+
+    def skipped(self) -> None:
+        """The next claim was lost before its handler ran: not ours to complete or release."""
+        with self.lock:
+            self.pos += 1
+
+    def close(self) -> list[int]:
+        """End of the batch: complete and release what is left; the indexes whose lease was lost."""
+        self.timer.cancel()
+        with self.lock:
+            self.closed = True
+            self._flush()
+            self._release(self.to_release)
+        return self.lost_after
+
+    def interrupted(self) -> None:
+        """A handler raised KeyboardInterrupt/SystemExit: complete what finished, release the rest."""
+        self.timer.cancel()
+        with self.lock:
+            self.closed = True
+            self._flush()
+            self._release(self.to_release + self.held[self.pos:])
+
+    # ---- the background beat --------------------------------------------
+
+    def _background(self) -> None:
+        if not self.lock.acquire(blocking=False):  # the batch's thread is at the store: it beats
+            self._rearm(self.clock.now_s() + self.beat_s / 4)
+            return
+        try:
+            if self.closed:
+                return
+            now_s = self.clock.now_s()
+            self._due(now_s)
+            self._rearm(self.next_beat_s)
+        finally:
+            self.lock.release()
+
+    def _rearm(self, when_s: float) -> None:
+        if not self.closed and (self.deadline_s is None or when_s < self.deadline_s):
+            self.timer = self.clock.call_at(when_s, self._background)
+
+    # ---- store calls (lock held) ----------------------------------------
+
+    def _due(self, now_s: float) -> None:
+        if now_s >= self.flush_by_s or now_s >= self.next_beat_s:
+            self._flush()
+        if now_s >= self.next_beat_s:
+            self._extend(now_s)
+
+    def _extend(self, now_s: float) -> None:
+        self.next_beat_s = now_s + self.beat_s
+        lost = self.lost
+        live = [c for c in (*self.to_release, *self.held[self.pos:]) if c.storage_key not in lost]
+        lease_s = self.dedup.lease_s
+        if self.deadline_s is not None:
+            lease_s = min(lease_s, self.deadline_s - now_s)
+        if not live or lease_s <= 0:
+            return
+        try:
+            kept = self.store.extend(live, lease_s)
+        except StoreUnavailableError as exc:
+            log.warning("could not extend %d leases (next try in %.1f s): %s", len(live), self.beat_s, exc)
+            return
+        self.lease_end_s = now_s + lease_s
+        for claim, ok in zip(live, kept, strict=True):
+            if not ok:
+                self.lost.add(claim.storage_key)
+                log.warning("lease on %s ran out or was taken over while its batch held it", claim.key)
+
+    def _flush(self) -> None:
+        done, self.to_complete = self.to_complete, []
+        self.flush_by_s = float("inf")
+        if not done:
+            return
+        recorded = self._retry("complete", lambda: self.store.complete([c for c, _ in done],
+                                                                      self.dedup.window_s))
+        if recorded is not None:
+            self.lost_after += [index for (_claim, index), ok in zip(done, recorded, strict=True) if not ok]
+        else:
+            self.dedup.stats.completion_failed += len(done)
+            log.error("could not record %d processed events as completed (%s): a later duplicate of "
+                      "them would be processed again", len(done), ", ".join(c.key for c, _ in done))
+
+    def _release(self, claims: list[Claim]) -> None:
+        if not claims:
+            return
+        if self._retry("release", lambda: self.store.release(claims)) is None:
+            self.dedup.stats.release_failed += len(claims)
+            log.error("could not release %d claims (%s): their redeliveries wait for the lease to lapse",
+                      len(claims), ", ".join(c.key for c in claims))
+
+    def _retry(self, what: str, call: Callable[[], list[bool]]) -> list[bool] | None:
+        """``call`` until it answers, with backoff, for up to ``store_retry_s`` and never past the leases."""
+        give_up_s = min(self.clock.now_s() + self.dedup.store_retry_s, self.lease_end_s)
+        delay_s = RETRY_FIRST_DELAY_S
+        while True:
+            try:
+                return call()
+            except StoreUnavailableError as exc:
+                now_s = self.clock.now_s()
+                if now_s + delay_s > give_up_s:
+                    log.error("%s failed after the handlers ran: %s", what, exc)
+                    return None
+                log.warning("%s failed (retrying in %.2f s): %s", what, delay_s, exc)
+            self.clock.sleep(delay_s)
+            delay_s = min(delay_s * 2, RETRY_MAX_DELAY_S)
+
+
+# Backoff of complete/release retries (doubling).
+RETRY_FIRST_DELAY_S = 0.05
+RETRY_MAX_DELAY_S = 1.0
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -71,13 +71,16 @@ def dynamodb_store_factory(dynamodb_client: Any, dynamodb_table: str
     """``factory(clock) -> DynamoDBStore`` on the test's fresh table.
 
     Each store gets its own prefix, so the stores made in one test are apart, as
-    fresh stores are (consumers sharing a window share one store's prefix).
+    fresh stores are (consumers sharing a window share one store's prefix). The
+    stores of a test share one clock, so they allow no clock skew: records are
+    taken over exactly at their deadline, as on the other backends.
     """
     prefixes = (f"t{n}:" for n in itertools.count())
     stores: list[WindowStore] = []
 
     def factory(clock: Clock) -> WindowStore:
-        store = DynamoDBStore(dynamodb_client, dynamodb_table, clock=clock, prefix=next(prefixes))
+        store = DynamoDBStore(dynamodb_client, dynamodb_table, clock=clock, prefix=next(prefixes),
+                              max_clock_skew_s=0)
         stores.append(store)
         return store
 

@@ -19,11 +19,25 @@ consumers per item, with the same semantics as the Redis scripts:
   still being that live D record);
 * complete: ``PutItem`` of a D record if nobody holds the key (absent or
   expired) or the caller's token still holds it;
+* extend: ``UpdateItem`` of the deadline if the caller's token still holds a
+  live lease on it;
 * release: ``DeleteItem`` if the caller's token still holds a live lease on it.
+
+A claim that finds its own token (botocore re-sent it after a lost reply) is
+CLAIMED.
 
 Expiry is decided by ``deadline_ms`` against the store's clock, in every
 condition: TTL deletion is housekeeping only (DynamoDB deletes expired items up
 to about 48 hours late; moto never does).
+
+**Clock skew.** DynamoDB has no server clock a condition can read, so "now" is
+the consumer's clock. ``max_clock_skew_s`` is the largest difference allowed
+between any two consumers' clocks: a record (lease or window) is taken over
+only once the taker's clock is ``max_clock_skew_s`` past its deadline. Within
+that bound no lease is taken over while its holder still counts it live, and
+every window lasts at least ``window_s`` of real time (up to ``max_clock_skew_s``
+longer). A holder extends and releases on its own clock, exactly at its
+deadline. Beyond the bound, the guarantee is lost by the excess.
 
 **Why one conditional write per key.** DynamoDB has no batched *conditional*
 write: ``BatchWriteItem`` takes no conditions, and ``TransactWriteItems``
@@ -71,12 +85,15 @@ UNAVAILABLE_CODES = frozenset({
     "InternalServerError", "ServiceUnavailable", "ServiceUnavailableException",
 })
 DEFAULT_MAX_WORKERS = 10  # an SQS batch: every key's write in flight at once
+# Hosts synced by NTP or the Amazon Time Sync Service stay within milliseconds of each other.
+DEFAULT_MAX_CLOCK_SKEW_S = 1.0
 TABLE_WAIT_TIMEOUT_S = 300.0
 TABLE_POLL_S = 1.0
 
 _NAMES = {"#state": "state", "#deadline": "deadline_ms", "#token": "token"}
-_CLAIMABLE = "attribute_not_exists(pk) OR #deadline <= :now"
+_CLAIMABLE = "attribute_not_exists(pk) OR #deadline <= :takeover"
 _HELD_BY_TOKEN = "#state = :held AND #token = :token"
+_LIVE_HELD_BY_TOKEN = f"{_HELD_BY_TOKEN} AND #deadline > :now"
 
 
 class DynamoDBUnavailable(Exception):
@@ -95,6 +112,8 @@ class DynamoDBStore(WindowStore):
     issued from up to ``max_workers`` threads); ``close_client`` closes it with
     the store. Provision the table with :func:`ensure_table`. Several
     applications may share one table through distinct ``prefix`` values.
+    ``max_clock_skew_s`` bounds the consumers' clock disagreement (see the module
+    docstring); 0 takes a record over exactly at its deadline (one clock).
     """
 
     name = "dynamodb"
@@ -109,10 +128,14 @@ class DynamoDBStore(WindowStore):
         prefix: str = DEFAULT_PREFIX,
         max_workers: int = DEFAULT_MAX_WORKERS,
         close_client: bool = False,
+        max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
     ) -> None:
         super().__init__(clock=clock, prefix=prefix)
         if not table_name:
             raise ConfigurationError("a DynamoDB store needs a table name")
+        if not (isinstance(max_clock_skew_s, int | float) and 0 <= max_clock_skew_s < math.inf):
+            raise ConfigurationError(f"max_clock_skew_s must be finite and >= 0, got {max_clock_skew_s!r}")
+        self.max_clock_skew_ms = round(max_clock_skew_s * 1000)
         if max_workers < 1:
             raise ConfigurationError(f"max_workers must be at least 1, got {max_workers}")
         self.client = client
@@ -166,6 +189,9 @@ class DynamoDBStore(WindowStore):
     def _complete(self, owned, now_ms, window_ms):
         return self._all(self._each(lambda o: self._complete_one(*o, now_ms, window_ms), owned))
 
+    def _extend(self, owned, now_ms, lease_ms):
+        return self._all(self._each(lambda o: self._extend_one(*o, now_ms, lease_ms), owned))
+
     def _release(self, owned, now_ms):
         return self._all(self._each(lambda o: self._release_one(*o, now_ms), owned))
 
@@ -179,7 +205,7 @@ class DynamoDBStore(WindowStore):
                 Item=_record(skey, "I", now_ms + lease_ms, fp, token),
                 ConditionExpression=_CLAIMABLE,
                 ExpressionAttributeNames={"#deadline": "deadline_ms"},
-                ExpressionAttributeValues={":now": {"N": str(now_ms)}},
+                ExpressionAttributeValues={":takeover": {"N": str(now_ms - self.max_clock_skew_ms)}},
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             return ClaimOutcome(ClaimStatus.CLAIMED, fp)
@@ -187,7 +213,8 @@ class DynamoDBStore(WindowStore):
             old = failed.item
         rec_fp = old.get("fingerprint", {}).get("S", "")
         if old["state"]["S"] != "D":
-            return ClaimOutcome(ClaimStatus.IN_FLIGHT, rec_fp)
+            mine = old.get("token", {}).get("S") == token  # our own write, re-sent by botocore
+            return ClaimOutcome(ClaimStatus.CLAIMED if mine else ClaimStatus.IN_FLIGHT, rec_fp)
         if slide_ms:
             deadline_ms = now_ms + slide_ms
             # Extend the window, unless the record changed since it was seen done: it was a
@@ -197,12 +224,12 @@ class DynamoDBStore(WindowStore):
                     self.client.update_item,
                     Key={"pk": {"S": skey}},
                     UpdateExpression="SET #deadline = :deadline, #ttl = :ttl",
-                    ConditionExpression="#state = :done AND #deadline > :now",
+                    ConditionExpression="#state = :done AND #deadline > :takeover",
                     ExpressionAttributeNames={"#state": "state", "#deadline": "deadline_ms",
                                               "#ttl": TTL_ATTRIBUTE},
                     ExpressionAttributeValues={
                         ":deadline": {"N": str(deadline_ms)}, ":ttl": {"N": str(_epoch_s(deadline_ms))},
-                        ":done": {"S": "D"}, ":now": {"N": str(now_ms)},
+                        ":done": {"S": "D"}, ":takeover": {"N": str(now_ms - self.max_clock_skew_ms)},
                     },
                 )
         return ClaimOutcome(ClaimStatus.DUPLICATE, rec_fp)
@@ -214,8 +241,26 @@ class DynamoDBStore(WindowStore):
                 Item=_record(skey, "D", now_ms + window_ms, fp),
                 ConditionExpression=f"{_CLAIMABLE} OR ({_HELD_BY_TOKEN})",
                 ExpressionAttributeNames=_NAMES,
-                ExpressionAttributeValues={":now": {"N": str(now_ms)}, ":held": {"S": "I"},
-                                           ":token": {"S": token}},
+                ExpressionAttributeValues={":takeover": {"N": str(now_ms - self.max_clock_skew_ms)},
+                                           ":held": {"S": "I"}, ":token": {"S": token}},
+            )
+            return True
+        except _ConditionFailed:
+            return False
+
+    def _extend_one(self, skey: str, token: str, _fp: str, now_ms: int, lease_ms: int) -> bool:
+        deadline_ms = now_ms + lease_ms
+        try:
+            self._request(
+                self.client.update_item,
+                Key={"pk": {"S": skey}},
+                UpdateExpression="SET #deadline = :deadline, #ttl = :ttl",
+                ConditionExpression=_LIVE_HELD_BY_TOKEN,
+                ExpressionAttributeNames={**_NAMES, "#ttl": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={
+                    ":deadline": {"N": str(deadline_ms)}, ":ttl": {"N": str(_epoch_s(deadline_ms))},
+                    ":held": {"S": "I"}, ":token": {"S": token}, ":now": {"N": str(now_ms)},
+                },
             )
             return True
         except _ConditionFailed:
@@ -226,7 +271,7 @@ class DynamoDBStore(WindowStore):
             self._request(
                 self.client.delete_item,
                 Key={"pk": {"S": skey}},
-                ConditionExpression=f"{_HELD_BY_TOKEN} AND #deadline > :now",
+                ConditionExpression=_LIVE_HELD_BY_TOKEN,
                 ExpressionAttributeNames=_NAMES,
                 ExpressionAttributeValues={":held": {"S": "I"}, ":token": {"S": token},
                                            ":now": {"N": str(now_ms)}},
@@ -368,7 +413,7 @@ def _wait_for(client: Any, table_name: str, done: Callable[[dict | None], bool],
 
 
 def from_url(spec: str, *, clock: Clock | None = None, prefix: str = DEFAULT_PREFIX) -> DynamoDBStore:
-    """Open ``dynamodb://TABLE[?region=REGION]`` with boto3's default configuration.
+    """Open ``dynamodb://TABLE[?region=REGION][&max_clock_skew_s=S]`` with boto3's default configuration.
 
     The endpoint and credentials come from the environment (``AWS_ENDPOINT_URL``
     points it at a moto server); the table must exist (:func:`ensure_table`).
@@ -381,7 +426,12 @@ def from_url(spec: str, *, clock: Clock | None = None, prefix: str = DEFAULT_PRE
     table = parts.netloc or parts.path.lstrip("/")
     if parts.scheme != "dynamodb" or not table:
         raise ConfigurationError(f"expected dynamodb://TABLE, got {spec!r}")
-    region = parse_qs(parts.query).get("region", [None])[0]
+    query = parse_qs(parts.query)
+    region = query.get("region", [None])[0]
+    try:
+        skew_s = float(query.get("max_clock_skew_s", [DEFAULT_MAX_CLOCK_SKEW_S])[0])
+    except ValueError:
+        raise ConfigurationError(f"max_clock_skew_s in {spec!r} must be a number of seconds") from None
     config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=5,
                     max_pool_connections=DEFAULT_MAX_WORKERS)
     try:
@@ -390,4 +440,5 @@ def from_url(spec: str, *, clock: Clock | None = None, prefix: str = DEFAULT_PRE
         raise ConfigurationError(
             f"{spec} needs an AWS region: set AWS_DEFAULT_REGION or add ?region=REGION"
         ) from exc
-    return DynamoDBStore(client, table, clock=clock, prefix=prefix, close_client=True)
+    return DynamoDBStore(client, table, clock=clock, prefix=prefix, close_client=True,
+                         max_clock_skew_s=skew_s)

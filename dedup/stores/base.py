@@ -12,19 +12,31 @@ with a claim lifecycle that never loses an event:
     It succeeds when the caller still holds the claim, or when nobody holds the
     key any more (the lease ran out and no one took over); it fails (returns
     ``False``) when another consumer claimed or completed the key meanwhile.
+``extend``
+    moves the deadline of the caller's live lease to now + ``lease_s``
+    (token-fenced: ``False`` when the lease ran out or another consumer holds
+    the key), so a lease lives as long as its work does and ``lease_s`` only
+    bounds how long a *crashed* holder blocks a key.
 ``release``
     drops the caller's claim while its lease is live, so a redelivery of the
     event is processed again (a lapsed lease needs no release: it reports ``False``).
 
-Expiry is always decided in code against the injectable clock, never left to
-the backend's own TTL alone (DynamoDB deletes expired items up to 48 h late and
-simulated time runs faster than a server's). Backends use their TTL for
-housekeeping only.
+Every deadline is exclusive: a lease or window of ``d`` ms set at ``t`` is live
+at ``t + d - 1`` and over at ``t + d``. Expiry is always decided in code, never
+left to the backend's own TTL alone (DynamoDB deletes expired items up to 48 h
+late and simulated time runs faster than a server's). Backends use their TTL
+for housekeeping only. "Now" is the store's time: the server's clock where the
+backend has one (Redis, unless a clock is injected), else the injectable clock.
 
-Backends implement three small private hooks (``_claim``, ``_complete``,
-``_release``) over storage keys and integer milliseconds; this class owns
-validation, key hashing, tokens and translating backend failures into
-:class:`~dedup.errors.StoreUnavailableError`.
+Claim, extend and release are safe to send twice (a client retry after a lost
+reply): a claim that finds its own token answers CLAIMED, an extend re-extends,
+a release finds nothing to drop. A complete sent twice reports ``False`` the
+second time (it cannot tell its own completed record from another consumer's).
+
+Backends implement four small private hooks (``_claim``, ``_complete``,
+``_extend``, ``_release``) over storage keys and integer milliseconds; this
+class owns validation, key hashing, tokens and translating backend failures
+into :class:`~dedup.errors.StoreUnavailableError` (``is_outage``).
 """
 
 from __future__ import annotations
@@ -158,6 +170,19 @@ class WindowStore(ABC):
             self._complete, owned, self._now_ms(), window_ms
         ))
 
+    def extend(self, claims: Sequence[Claim], lease_s: float) -> list[bool]:
+        """Extend each CLAIMED claim's live lease to now + ``lease_s``, in one call.
+
+        Returns, per claim, whether the caller still held the live lease (``False``:
+        it ran out, or another consumer claimed or completed the key; claims that
+        were not CLAIMED report ``False``). The lease may also be shortened this
+        way: the new deadline replaces the old one.
+        """
+        lease_ms = duration_ms(lease_s, "lease_s")
+        return self._per_claim(claims, lambda owned: self._call(
+            self._extend, owned, self._now_ms(), lease_ms
+        ))
+
     def release(self, claims: Sequence[Claim]) -> list[bool]:
         """Drop each CLAIMED claim whose live lease is still held by its token."""
         return self._per_claim(claims, lambda owned: self._call(self._release, owned, self._now_ms()))
@@ -201,6 +226,10 @@ class WindowStore(ABC):
         """Complete ``(storage_key, token, fingerprint)`` triples (see ``complete``)."""
 
     @abstractmethod
+    def _extend(self, owned: list[tuple[str, str, str]], now_ms: int, lease_ms: int) -> list[bool]:
+        """Move the live leases still held by these tokens to ``now_ms + lease_ms``."""
+
+    @abstractmethod
     def _release(self, owned: list[tuple[str, str, str]], now_ms: int) -> list[bool]:
         """Delete the live records still held by these tokens."""
 
@@ -225,8 +254,15 @@ class WindowStore(ABC):
     def _call(self, hook, *args):
         try:
             return hook(*args)
-        except self.unavailable_errors as exc:
-            raise StoreUnavailableError(self.describe(), exc) from exc
+        except Exception as exc:
+            if self.is_outage(exc):
+                raise StoreUnavailableError(self.describe(), exc) from exc
+            raise
+
+    @classmethod
+    def is_outage(cls, exc: BaseException) -> bool:
+        """Whether a backend failure means "the store cannot serve now" (nothing was decided)."""
+        return isinstance(exc, cls.unavailable_errors)
 
     def describe(self) -> str:
         """A human-readable name of this store and where it points (no secrets)."""

@@ -144,6 +144,26 @@ class MemoryStore(WindowStore):
                 self._bound()
         return out
 
+    def _extend(self, owned, now_ms, lease_ms):
+        out = []
+        leases = self._leases
+        extended: list[str] = []
+        with self._lock:
+            deadline = now_ms + lease_ms
+            entry = [deadline, (), 0]
+            for skey, token, _fp in owned:
+                lease = leases.get(skey)
+                mine = lease is not None and lease[0] > now_ms and lease[1] == token
+                if mine:
+                    lease[3][_HELD] -= 1  # its old queue entry no longer covers it
+                    leases[skey] = (deadline, token, lease[2], entry)
+                    extended.append(skey)
+                out.append(mine)
+            if extended:
+                entry[1], entry[_HELD] = tuple(extended), len(extended)
+                _queue(self._lease_queues, lease_ms).append(entry)
+        return out
+
     def _release(self, owned, now_ms):
         out = []
         leases = self._leases

@@ -11,9 +11,24 @@ record is one string value:
 * ``<deadline_ms>`` once completed (an integer to Redis: the smallest encoding),
   or ``D<deadline_ms>,<fingerprint>`` when payload validation records a fingerprint.
 
-Deadlines come from the store's clock and are checked inside the script; every
-key is also written with a ``PX`` TTL of the same duration so Redis frees it
-(no key is ever left without a TTL).
+Deadlines are checked inside the scripts against the *server's* clock
+(``TIME``), so consumers whose clocks disagree still agree on every lease and
+window; an injected clock (tests, replays) is used instead when one is given
+(``time_source``). Every key is also written with a ``PX`` TTL of the same
+duration so Redis frees it (no key is ever left without a TTL).
+
+Every Redis failure class that means "cannot serve now" is an outage
+(:meth:`RedisStore.is_outage`): connection loss and timeouts, and the error
+replies READONLY (a demoted primary), OOM, MISCONF, BUSY, LOADING, MASTERDOWN,
+TRYAGAIN, CLUSTERDOWN and NOREPLICAS.
+
+Claim, extend and release are safe to re-send (a client retry after a lost
+reply): a claim that finds its own token answers CLAIMED, an extend re-extends,
+a release finds nothing left to drop. A complete re-sent after it took effect
+finds a completed record it cannot tell from another consumer's and reports
+``False`` (the Deduplicator then reports a lease lost: a false alarm on the
+safe side). So a store built from a URL never retries (redis-py would re-send
+after a timeout); a client passed in keeps its own retry settings.
 
 Per-key arguments (tokens, fingerprints) travel as one comma-joined argument per
 column and each script answers with one string: redis-py packs and parses every
@@ -24,9 +39,10 @@ round trip, was most of a phase's cost on a loopback server.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -37,7 +53,10 @@ from redis.commands.core import Script
 from redis.retry import Retry
 
 from dedup.clock import Clock
+from dedup.errors import ConfigurationError
 from dedup.stores.base import DEFAULT_PREFIX, ClaimOutcome, ClaimStatus, WindowStore
+
+log = logging.getLogger("dedup")
 
 # Shared by the scripts: parse a record into kind ('I' or 'D'), deadline, token, fingerprint;
 # encode a completed one; split a comma-joined argument into n fields. A completed record
@@ -60,6 +79,11 @@ local function done(deadline, fp)
   if fp == '' then return string.format('%d', deadline) end
   return 'D' .. string.format('%d', deadline) .. ',' .. fp
 end
+local function clock_ms(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local function split(s, n)
   local t, start = {}, 1
   for i = 1, n do
@@ -71,11 +95,13 @@ local function split(s, n)
 end
 """
 
+# Every script's ARGV[1] is now_ms, or '' for the server's clock (TIME).
 # KEYS: storage keys. ARGV: now_ms, lease_ms, slide_ms, the tokens and the fingerprints (each
 # comma-joined, one per key; fingerprints may be empty). Returns the comma-joined status letter
-# (C/D/I) of each key followed by the fingerprint on record. A fresh key costs one SET NX.
+# (C/D/I) of each key followed by the fingerprint on record. A fresh key costs one SET NX; a
+# live lease held by the key's own token (the same call sent again) is CLAIMED.
 CLAIM_LUA = _RECORD_LUA + """
-local now, lease, slide = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, lease, slide = clock_ms(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens, fps = split(ARGV[4], #KEYS), split(ARGV[5], #KEYS)
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -84,12 +110,12 @@ for i, key in ipairs(KEYS) do
   if redis.call('SET', key, fresh, 'PX', lease, 'NX') then
     out[i] = 'C' .. fp
   else
-    local kind, deadline, _, rec_fp = parse(redis.call('GET', key) or '0')
+    local kind, deadline, rec_token, rec_fp = parse(redis.call('GET', key) or '0')
     if kind == 'D' and deadline > now then
       if slide > 0 then redis.call('SET', key, done(now + slide, rec_fp), 'PX', slide) end
       out[i] = 'D' .. rec_fp
     elseif kind == 'I' and deadline > now then
-      out[i] = 'I' .. rec_fp
+      if rec_token == tokens[i] then out[i] = 'C' .. rec_fp else out[i] = 'I' .. rec_fp end
     else
       redis.call('SET', key, fresh, 'PX', lease)
       out[i] = 'C' .. fp
@@ -102,7 +128,7 @@ return table.concat(out, ',')
 # KEYS: storage keys. ARGV: now_ms, window_ms, the tokens and the fingerprints (comma-joined).
 # Returns one character per key: '1' completed, '0' not.
 COMPLETE_LUA = _RECORD_LUA + """
-local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now, window = clock_ms(ARGV[1]), tonumber(ARGV[2])
 local tokens, fps = split(ARGV[3], #KEYS), split(ARGV[4], #KEYS)
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -119,10 +145,30 @@ end
 return table.concat(out)
 """
 
+# KEYS: storage keys. ARGV: now_ms, lease_ms, the tokens (comma-joined). Moves the live leases
+# still held by the token to now + lease; returns one character per key: '1' extended, '0' not.
+EXTEND_LUA = _RECORD_LUA + """
+local now, lease = clock_ms(ARGV[1]), tonumber(ARGV[2])
+local tokens = split(ARGV[3], #KEYS)
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  out[i] = '0'
+  if v then
+    local kind, deadline, rec_token, rec_fp = parse(v)
+    if kind == 'I' and deadline > now and rec_token == tokens[i] then
+      redis.call('SET', key, 'I' .. (now + lease) .. ',' .. rec_token .. ',' .. rec_fp, 'PX', lease)
+      out[i] = '1'
+    end
+  end
+end
+return table.concat(out)
+"""
+
 # KEYS: storage keys. ARGV: now_ms, the tokens (comma-joined). Deletes live records still held by
 # the token; returns one character per key: '1' released, '0' not.
 RELEASE_LUA = _RECORD_LUA + """
-local now = tonumber(ARGV[1])
+local now = clock_ms(ARGV[1])
 local tokens = split(ARGV[2], #KEYS)
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -146,8 +192,17 @@ _STATUS = {"C": ClaimStatus.CLAIMED, "D": ClaimStatus.DUPLICATE, "I": ClaimStatu
 
 # URL schemes of a Redis Cluster, mapped to the scheme redis-py parses.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-# Retries of a cluster client the store builds from a URL (see _client_from_url).
-CLUSTER_RETRIES = 0
+# Retries of a client the store builds from a URL (see _client_from_url).
+URL_CLIENT_RETRIES = 0
+# Error reply codes (the reply's first word) that mean "this server cannot serve now": a demoted
+# primary, out of memory, a failed snapshot blocking writes, a busy script, a loading dataset,
+# a replica without its primary, a resharding or failing cluster, too few replicas for writes.
+OUTAGE_REPLY_CODES = frozenset({
+    "READONLY", "OOM", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN",
+    "NOREPLICAS",
+})
+
+TimeSource = Literal["server", "client"]
 
 
 class RedisStore(WindowStore):
@@ -170,10 +225,24 @@ class RedisStore(WindowStore):
     marked down) raises :class:`~dedup.errors.StoreUnavailableError`: nothing
     is decided. A claim that reached only some nodes releases what it claimed
     on them first, so no key is left held by a batch that was never decided.
-    A cluster client built from a URL does not retry (see ``_client_from_url``):
-    a dead node fails a phase at once, a hung one after about (1 + its script
-    calls) x ``socket_timeout_s``. A client passed in keeps its own retry
-    settings, which multiply that stall.
+    A client built from a URL does not retry (see ``_client_from_url``): a dead
+    node fails a phase at once, a hung one after about (1 + its script calls) x
+    ``socket_timeout_s``. A client passed in keeps its own retry settings, which
+    multiply that stall (its re-sends are safe, see the module docstring); pass
+    ``retry=Retry(NoBackoff(), 0)`` to avoid both.
+
+    ``time_source``: ``"server"`` decides leases and windows on the server's
+    clock (``TIME`` inside the scripts), so consumers with skewed clocks agree;
+    ``"client"`` on ``clock``. The default is ``"server"`` unless a ``clock`` is
+    given (tests and replays drive simulated time). On a cluster each key is
+    decided on its node's clock: keep the nodes NTP-synced.
+
+    ``replicas_acked`` (with ``replica_timeout_ms``): every complete is followed,
+    in the same round trip, by ``WAIT replicas_acked replica_timeout_ms``, so a
+    completion reported recorded has reached that many replicas and survives a
+    failover to one of them. A WAIT that times out short is counted in
+    ``unacked_completes`` and logged (the completion stands on the primary).
+    Single server only.
     """
 
     name = "redis"
@@ -190,6 +259,8 @@ class RedisStore(WindowStore):
         redis.exceptions.ClusterError,
         redis.exceptions.TryAgainError,
         redis.exceptions.RedisClusterException,
+        redis.exceptions.ReadOnlyError,
+        redis.exceptions.OutOfMemoryError,
     )
 
     def __init__(
@@ -199,17 +270,41 @@ class RedisStore(WindowStore):
         clock: Clock | None = None,
         prefix: str = DEFAULT_PREFIX,
         socket_timeout_s: float = 5.0,
+        time_source: TimeSource | None = None,
+        replicas_acked: int = 0,
+        replica_timeout_ms: int = 1000,
     ) -> None:
         super().__init__(clock=clock, prefix=prefix)
+        if time_source not in (None, "server", "client"):
+            raise ConfigurationError(f"time_source must be 'server' or 'client', got {time_source!r}")
+        self.time_source: TimeSource = time_source or ("client" if clock is not None else "server")
         self._owns_client = isinstance(client, str)
         self._url = client if isinstance(client, str) else None
         self.cluster = isinstance(client, RedisCluster) or _scheme(self._url) in CLUSTER_SCHEMES
+        if replicas_acked < 0 or replica_timeout_ms < 0:
+            raise ConfigurationError("replicas_acked and replica_timeout_ms must not be negative")
+        if replicas_acked and self.cluster:
+            raise ConfigurationError("replicas_acked (WAIT after complete) needs a single server")
+        self.replicas_acked = replicas_acked
+        self.replica_timeout_ms = replica_timeout_ms
+        self.unacked_completes = 0
         if isinstance(client, str):
             client = self._call(_client_from_url, client, socket_timeout_s)
         self.client = client
         self._claim_script = client.register_script(CLAIM_LUA)
         self._complete_script = client.register_script(COMPLETE_LUA)
+        self._extend_script = client.register_script(EXTEND_LUA)
         self._release_script = client.register_script(RELEASE_LUA)
+
+    @classmethod
+    def is_outage(cls, exc: BaseException) -> bool:
+        """Connection trouble, or an error reply whose code says the server cannot serve now."""
+        if isinstance(exc, cls.unavailable_errors):
+            return True
+        if not isinstance(exc, redis.exceptions.ResponseError):
+            return False
+        code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+        return code in OUTAGE_REPLY_CODES
 
     def describe(self) -> str:
         if self._url:
@@ -231,6 +326,9 @@ class RedisStore(WindowStore):
         else:
             self.client.ping()
 
+    def _now_ms(self) -> int | str:  # type: ignore[override]
+        return "" if self.time_source == "server" else super()._now_ms()
+
     def _claim(self, skeys, tokens, fingerprints, now_ms, lease_ms, slide_ms):
         replies, failure = self._eval_groups(self._claim_script, [now_ms, lease_ms, slide_ms], skeys,
                                              (tokens, fingerprints), split=_split_claims)
@@ -240,7 +338,7 @@ class RedisStore(WindowStore):
             granted = [(sk, tok, fp)
                        for sk, tok, fp, r in zip(skeys, tokens, fingerprints, replies, strict=True)
                        if r is not None and r.startswith("C")]
-            with contextlib.suppress(*self.unavailable_errors):
+            with contextlib.suppress(redis.exceptions.RedisError, redis.exceptions.RedisClusterException):
                 if granted:
                     self._release(granted, now_ms)
             raise failure
@@ -248,7 +346,32 @@ class RedisStore(WindowStore):
 
     def _complete(self, owned, now_ms, window_ms):
         skeys, tokens, fps = zip(*owned, strict=True)
+        if self.replicas_acked:
+            return self._complete_acked(list(skeys), [now_ms, window_ms, ",".join(tokens), ",".join(fps)])
         return self._eval(self._complete_script, [now_ms, window_ms], list(skeys), (tokens, fps))
+
+    def _complete_acked(self, skeys: list[str], args: list[Any]) -> list[bool]:
+        """The complete script then ``WAIT``, pipelined: one round trip."""
+        script = self._complete_script
+        for command, body in (("EVALSHA", script.sha), ("EVAL", script.script)):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.execute_command(command, body, len(skeys), *skeys, *args)
+            pipe.execute_command("WAIT", self.replicas_acked, self.replica_timeout_ms)
+            reply, acked = pipe.execute(raise_on_error=False)
+            if not isinstance(reply, redis.exceptions.NoScriptError):
+                break
+        for r in (reply, acked):
+            if isinstance(r, BaseException):
+                raise r
+        if int(acked) < self.replicas_acked:
+            self.unacked_completes += 1
+            log.warning("complete reached %s of %d replicas within %d ms: a failover now could lose it",
+                        acked, self.replicas_acked, self.replica_timeout_ms)
+        return _split_flags(_text(reply))
+
+    def _extend(self, owned, now_ms, lease_ms):
+        skeys, tokens, _fps = zip(*owned, strict=True)
+        return self._eval(self._extend_script, [now_ms, lease_ms], list(skeys), (tokens,))
 
     def _release(self, owned, now_ms):
         skeys, tokens, _fps = zip(*owned, strict=True)
@@ -318,7 +441,7 @@ def _pipelined(client: RedisCluster, script: Script, calls: list[tuple[ClusterNo
         if not pending:
             break
     failed = next((r for r in replies if isinstance(r, redis.exceptions.ResponseError)
-                   and not isinstance(r, RedisStore.unavailable_errors)), None)
+                   and not RedisStore.is_outage(r)), None)
     if failed is not None:
         raise failed  # a script or usage error, not an outage: never hide it as one
     return replies
@@ -337,9 +460,11 @@ def _client_from_url(url: str, socket_timeout_s: float) -> redis.Redis | RedisCl
         # (retries + 1) x calls x timeout. Failing closed at once lets the queue redeliver;
         # MOVED and ASK redirections are followed regardless.
         return RedisCluster.from_url(
-            f"{CLUSTER_SCHEMES[scheme]}://{rest}", retry=Retry(NoBackoff(), CLUSTER_RETRIES), **timeouts
+            f"{CLUSTER_SCHEMES[scheme]}://{rest}", retry=Retry(NoBackoff(), URL_CLIENT_RETRIES), **timeouts
         )
-    return redis.Redis.from_url(url, **timeouts)
+    # No retries either: redis-py re-sends a command whose reply timed out, and the Deduplicator
+    # retries what it must itself (complete, release); a failed claim fails closed, redelivered.
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), URL_CLIENT_RETRIES), **timeouts)
 
 
 def redact_url(url: str) -> str:

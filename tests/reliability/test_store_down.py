@@ -105,10 +105,11 @@ def test_when_redis_stops_mid_run_nothing_unchecked_is_deleted_and_the_consumer_
 
 def test_when_redis_stops_during_the_handler_the_processed_batch_is_still_deleted(stack, local_redis, caplog):
     """Its claim was checked and its effects happened: deleting it is right; only the
-    completion record is lost (a later duplicate would run again, as after any data loss)."""
+    completion record is lost (a later duplicate would run again, as after any data loss),
+    and that loss is counted and logged at ERROR, never reported as a success."""
     events = logical_events(3, source="genesys", seed=4)
     DuplicateInjector().publish(stack.events, stack.handles.bus_name, events)
-    dedup = Deduplicator(RedisStore(local_redis.url, socket_timeout_s=1.0))
+    dedup = Deduplicator(RedisStore(local_redis.url, socket_timeout_s=1.0), store_retry_s=0.5)
     handler = Effects(dedup, hook=lambda: local_redis.running and local_redis.stop())
     consumer = SQSConsumer(stack.sqs, stack.handles.queue_url, dedup, handler, wait_time_s=1,
                            sleep=RecordingSleep())
@@ -117,7 +118,10 @@ def test_when_redis_stops_during_the_handler_the_processed_batch_is_still_delete
     assert report.store_outage is None and not local_redis.running
     assert [d.result.outcome for d in report.dispositions] == [Outcome.PROCESSED] * 3
     assert len(report.deleted) == 3 and stack.depth() == 0
-    assert any("complete after the handler ran" in r.getMessage() for r in caplog.records)
+    # Never a silent success: counted, and logged at ERROR after the retries ran out.
+    assert dedup.stats.completion_failed == 3 and dedup.stats.processed == 3
+    assert any("complete failed after the handlers ran" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.ERROR)
 
 
 def test_fail_open_is_explicit_and_processes_without_dedup_with_a_warning(stack, local_redis, caplog):

@@ -43,7 +43,8 @@ def test_when_a_batch_runs_the_lifecycle_then_every_phase_decides_per_key(dynamo
 def test_when_a_lease_runs_out_then_another_consumer_takes_the_record_over(
         dynamodb_store_factory, dynamodb_client, dynamodb_table, clock):
     first = dynamodb_store_factory(clock)
-    with DynamoDBStore(dynamodb_client, dynamodb_table, clock=clock, prefix=first.prefix) as second:
+    with DynamoDBStore(dynamodb_client, dynamodb_table, clock=clock, prefix=first.prefix,
+                       max_clock_skew_s=0) as second:
         [held] = first.claim(["evt"], lease_s=10)
         clock.advance(10)
         assert item(dynamodb_client, dynamodb_table, first, "evt")["state"]["S"] == "I"  # expired, kept
@@ -162,7 +163,8 @@ def test_when_opened_from_a_url_then_the_store_uses_the_environment_endpoint(dyn
 @given(steps=STEPS)
 def test_dynamodb_store_matches_the_memory_model(dynamodb_client, dynamodb_table, steps):
     store_clock, model_clock = ManualClock(), ManualClock()
-    store = DynamoDBStore(dynamodb_client, dynamodb_table, clock=store_clock, prefix=f"{uuid.uuid4().hex}:")
+    store = DynamoDBStore(dynamodb_client, dynamodb_table, clock=store_clock, prefix=f"{uuid.uuid4().hex}:",
+                          max_clock_skew_s=0)  # one clock: the model takes records over at their deadline
     with store:
         observed = replay_ops(store, store_clock, steps)
     assert observed == replay_ops(MemoryStore(clock=model_clock), model_clock, steps)
