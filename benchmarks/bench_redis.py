@@ -24,7 +24,7 @@ Every event is new (distinct keys), so every contender does its full write path.
   ``save_inprogress`` + ``save_success`` called directly is shown as well
   (the same two round trips without the decorator). It has no batch API.
 * The two-round-trip limit: a batch of 10 through the store can take no less
-  than two round trips (the median PING through the proxy, measured in every
+  than two round trips (the mean PING through the proxy, measured in every
   round) plus the server's execution time of the two scripts (``INFO
   commandstats`` usec of EVALSHA over the store's own timed runs): the rate of a
   client that cost nothing.
@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import statistics
-import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -69,6 +67,8 @@ BATCH = 10
 TARGET_PING_US = 400
 # A completed key of the store (default prefix, no fingerprint), as Redis counts it.
 MAX_BYTES_PER_KEY = 90
+# How long each calibration step of the proxy pings through it.
+CALIBRATION_S = 0.1
 # Commands whose server time is a script's execution.
 SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
 # Commands the benchmark itself sends to the server between timed runs.
@@ -234,14 +234,19 @@ def _metered(contender: Contender, meter: Meter, admin: redis.Redis, min_time_s:
     return timed
 
 
-def _round_trip_us(client: redis.Redis, pings: int) -> float:
-    """Median PING round trip through ``client``, in microseconds."""
-    times = []
-    for _ in range(pings):
-        start = time.perf_counter()
+def _round_trip_us(client: redis.Redis, min_time_s: float) -> float:
+    """Mean PING round trip through ``client`` over ``min_time_s``, in microseconds.
+
+    A mean, as the contenders' rates are: on a busy machine some round trips wait
+    for a core, and a median would leave those out of the limit but not of the rates.
+    """
+
+    def ping() -> int:
         client.ping()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+        return 1
+
+    pings, seconds = run_for(ping, min_time_s=min_time_s)
+    return seconds / pings * 1e6
 
 
 PING = "PING"
@@ -249,14 +254,14 @@ PING = "PING"
 
 def _throughput(url: str, tag: str, admin: redis.Redis, rounds: int, min_time_s: float
                 ) -> tuple[dict[str, float], dict[str, Meter]]:
-    """Median events/s of every contender on ``url`` (and its median PING in us), and their meters."""
+    """Median events/s of every contender on ``url`` (and of its mean PING in us), and their meters."""
     contenders = _contenders(url, tag)
     for c in contenders:  # warm up: connections, script loading
         c.step()
     meters = {c.name: Meter() for c in contenders}
     timed = {c.name: _metered(c, meters[c.name], admin, min_time_s) for c in contenders}
     ping_client = redis.Redis.from_url(url)
-    timed[PING] = lambda: _round_trip_us(ping_client, 50)
+    timed[PING] = lambda: _round_trip_us(ping_client, min_time_s)
     return interleaved(timed, rounds), meters
 
 
@@ -288,7 +293,7 @@ def _calibrated_proxy(target_port: int, ping_us: float, tries: int = 4) -> Itera
     one_way_us = 0
     for attempt in range(tries):
         with DelayProxy(target_port, one_way_us=one_way_us) as proxy:
-            measured = _round_trip_us(redis.Redis(port=proxy.port), 200)
+            measured = _round_trip_us(redis.Redis(port=proxy.port), CALIBRATION_S)
             if abs(measured - ping_us) <= 0.05 * ping_us or attempt == tries - 1:
                 yield proxy
                 return
