@@ -239,13 +239,14 @@ class Deduplicator:
             except MissingKeyError as exc:
                 results[i] = self._missing_key(event, handler, exc)
 
+        claimed_at_s = self.store.clock.now_s()  # the leases end no sooner than this + lease_s
         claims = self._claim(keys, fps if self.validate_payload else None)
         if claims is None:  # store down, fail open
             for i, k in zip(keyed, keys, strict=True):
                 self.stats.passed_store_down += 1
                 results[i] = self._run(events[i], handler, k)
         else:
-            self._decide(events, ids, handler, keyed, claims, results, fps, deadline_s)
+            self._decide(events, ids, handler, keyed, claims, results, fps, claimed_at_s, deadline_s)
 
         self.stats.events += len(events)
         final = [r for r in results if r is not None]
@@ -281,18 +282,17 @@ class Deduplicator:
                 log.warning("complete (mark_first) failed: %s", exc)
         return claims
 
-    def _decide(self, events, ids, handler, keyed, claims, results, fps, deadline_s) -> None:
+    def _decide(self, events, ids, handler, keyed, claims, results, fps, claimed_at_s, deadline_s) -> None:
         held = [c for c in claims if c.status is ClaimStatus.CLAIMED]
-        keeper = _Keeper(self, held, deadline_s) if held and self.lifecycle == "claim" else None
+        keeper = _Keeper(self, held, claimed_at_s, deadline_s) if held and self.lifecycle == "claim" else None
         # Outcome of each key claimed in this batch, so a later copy in the same
         # batch is a DUPLICATE once the first copy was processed.
         claimed_here: dict[str, Outcome] = {}
         try:
             for j, (i, claim) in enumerate(zip(keyed, claims, strict=True)):
                 if claim.status is ClaimStatus.CLAIMED:
-                    if keeper is not None and claim.storage_key in keeper.lost:
+                    if keeper is not None and not keeper.may_run(claim):
                         result = self._lost_before_run(claim, ids[i])
-                        keeper.skipped()
                     else:
                         result = self._run(events[i], handler, claim.key)
                         if keeper is not None:
@@ -371,7 +371,8 @@ class _Keeper:
     handler runs; a lock keeps them one at a time.
     """
 
-    def __init__(self, dedup: Deduplicator, held: list[Claim], deadline_s: float | None) -> None:
+    def __init__(self, dedup: Deduplicator, held: list[Claim], claimed_at_s: float, deadline_s: float | None
+                 ) -> None:
         self.dedup = dedup
         self.store = dedup.store
         self.clock = dedup.store.clock
@@ -386,9 +387,9 @@ class _Keeper:
         self.lost: set[str] = set()  # storage keys whose extend found the lease lost
         self.lock = threading.Lock()
         self.closed = False
-        now_s = self.clock.now_s()
-        self.lease_end_s = now_s + dedup.lease_s
-        self.next_beat_s = now_s + self.beat_s
+        # When the leases surely still run (by this clock; the store's deadlines are no sooner).
+        self.lease_end_s = claimed_at_s + dedup.lease_s
+        self.next_beat_s = claimed_at_s + self.beat_s
         self.flush_by_s = float("inf")
         self.timer = self.clock.call_at(self.next_beat_s, self._background)
 
@@ -408,10 +409,19 @@ class _Keeper:
             if now_s >= self.next_beat_s or now_s >= self.flush_by_s:
                 self._due(now_s)
 
-    def skipped(self) -> None:
-        """The next claim was lost before its handler ran: not ours to complete or release."""
+    def may_run(self, claim: Claim) -> bool:
+        """Whether the next claim's handler may run: its lease is surely still ours.
+
+        Not when an extend found it lost, nor once the leases may have lapsed (beats
+        failed, or ``deadline_s`` stopped them): another consumer may hold it. A claim
+        that may not run is skipped: not ours to complete or release.
+        """
         with self.lock:
+            if claim.storage_key not in self.lost and self.clock.now_s() < self.lease_end_s:
+                return True
+            self.lost.add(claim.storage_key)
             self.pos += 1
+            return False
 
     def close(self) -> list[int]:
         """End of the batch: complete and release what is left; the indexes whose lease was lost."""
@@ -466,7 +476,7 @@ class _Keeper:
             lease_s = min(lease_s, self.deadline_s - now_s)
         if not live or lease_s <= 0:
             return
-        try:
+        try:  # now_s was read before the call: the new deadlines are no sooner than now_s + lease_s
             kept = self.store.extend(live, lease_s)
         except StoreUnavailableError as exc:
             log.warning("could not extend %d leases (next try in %.1f s): %s", len(live), self.beat_s, exc)

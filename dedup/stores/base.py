@@ -236,7 +236,7 @@ class WindowStore(ABC):
     # ---- shared helpers ---------------------------------------------------
 
     def _now_ms(self) -> int:
-        return int(self.clock.now_s() * 1000)
+        return round(self.clock.now_s() * 1000)  # round: simulated seconds like 9.999 are not exact
 
     def _new_tokens(self, count: int) -> list[str]:
         """``count`` fencing tokens, unique per store: one sequence number per batch."""

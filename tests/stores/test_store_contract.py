@@ -28,8 +28,124 @@ def test_first_claim_wins_and_a_second_sees_in_flight(store):
 
 def test_completed_key_is_a_duplicate_within_the_window(store, clock):
     store.complete(store.claim(["k"], lease_s=30), window_s=60)
-    clock.advance(59.9)
+    clock.advance(59.999)  # the window's last millisecond
     assert statuses(store.claim(["k"], lease_s=30)) == [D]
+
+
+# ---- deadlines, to the millisecond: live at deadline - 1 ms, over at the deadline and after ----
+
+AROUND_MS = [(-1, True), (0, False), (1, False)]  # offset from the deadline, still live there?
+
+
+def at(clock, start_s: float, offset_s: float, offset_ms: int) -> None:
+    clock.set(start_s + offset_s + offset_ms / 1000)
+
+
+@pytest.mark.parametrize(("offset_ms", "live"), AROUND_MS)
+def test_a_lease_blocks_until_its_deadline_exactly(store, clock, offset_ms, live):
+    start = clock.now_s()
+    store.claim(["k"], lease_s=10)
+    at(clock, start, 10, offset_ms)
+    assert statuses(store.claim(["k"], lease_s=10)) == [I if live else C]
+
+
+@pytest.mark.parametrize(("offset_ms", "live"), AROUND_MS)
+def test_a_window_suppresses_until_its_deadline_exactly(store, clock, offset_ms, live):
+    start = clock.now_s()
+    store.complete(store.claim(["k"], lease_s=10), window_s=60)
+    at(clock, start, 60, offset_ms)
+    assert statuses(store.claim(["k"], lease_s=10)) == [D if live else C]
+
+
+@pytest.mark.parametrize(("offset_ms", "live"), AROUND_MS)
+def test_a_sliding_sighting_moves_the_window_deadline_exactly(store, clock, offset_ms, live):
+    start = clock.now_s()
+    store.complete(store.claim(["k"], lease_s=10), window_s=60)
+    clock.set(start + 50)
+    assert statuses(store.claim(["k"], lease_s=10, slide_s=60)) == [D]
+    at(clock, start, 110, offset_ms)
+    assert statuses(store.claim(["k"], lease_s=10)) == [D if live else C]
+
+
+@pytest.mark.parametrize(("offset_ms", "live"), AROUND_MS)
+def test_a_release_works_until_the_lease_deadline_exactly(store, clock, offset_ms, live):
+    start = clock.now_s()
+    claims = store.claim(["k"], lease_s=10)
+    at(clock, start, 10, offset_ms)
+    assert store.release(claims) == [live]
+
+
+@pytest.mark.parametrize(("offset_ms", "live"), AROUND_MS)
+def test_an_extend_works_until_the_lease_deadline_exactly(store, clock, offset_ms, live):
+    start = clock.now_s()
+    claims = store.claim(["k"], lease_s=10)
+    at(clock, start, 10, offset_ms)
+    assert store.extend(claims, lease_s=10) == [live]
+    # Extended: blocks for 10 s from the extension; lapsed: claimable at once.
+    assert statuses(store.claim(["k"], lease_s=10)) == [I if live else C]
+
+
+@pytest.mark.parametrize(("offset_ms", "live"), AROUND_MS)
+def test_an_extended_lease_blocks_until_its_new_deadline_exactly(store, clock, offset_ms, live):
+    start = clock.now_s()
+    claims = store.claim(["k"], lease_s=10)
+    clock.set(start + 8)
+    assert store.extend(claims, lease_s=10) == [True]
+    at(clock, start, 18, offset_ms)
+    assert statuses(store.claim(["k"], lease_s=10)) == [I if live else C]
+
+
+def test_a_completion_at_the_lease_deadline_succeeds_when_nobody_took_over(store, clock):
+    start = clock.now_s()
+    claims = store.claim(["k"], lease_s=10)
+    clock.set(start + 10)
+    assert store.complete(claims, window_s=60) == [True]
+    assert statuses(store.claim(["k"], lease_s=10)) == [D]
+
+
+# ---- extend --------------------------------------------------------------------------------------
+
+
+def test_extending_keeps_a_lease_alive_past_its_first_deadline(store, clock):
+    claims = store.claim(["a", "b"], lease_s=10)
+    for _ in range(5):
+        clock.advance(9)
+        assert store.extend(claims, lease_s=10) == [True, True]
+    assert statuses(store.claim(["a", "b"], lease_s=10)) == [I, I]  # 45 s after a 10 s claim
+    assert store.complete(claims, window_s=60) == [True, True]
+    assert statuses(store.claim(["a", "b"], lease_s=10)) == [D, D]
+
+
+def test_an_extend_is_token_fenced(store, clock):
+    old = store.claim(["k"], lease_s=10)
+    clock.advance(10)
+    new = store.claim(["k"], lease_s=10)
+    assert store.extend(old, lease_s=10) == [False]  # another consumer holds it now
+    clock.advance(9.999)
+    assert statuses(store.claim(["k"], lease_s=10)) == [I]  # the new holder's lease was not touched
+    assert store.extend(new, lease_s=10) == [True]
+
+
+def test_an_extend_of_a_completed_or_released_key_reports_false_and_changes_nothing(store, clock):
+    done, dropped = store.claim(["done"], lease_s=10), store.claim(["dropped"], lease_s=10)
+    store.complete(done, window_s=60)
+    store.release(dropped)
+    assert store.extend([*done, *dropped], lease_s=10) == [False, False]
+    assert statuses(store.claim(["done", "dropped"], lease_s=10)) == [D, C]
+
+
+def test_an_extend_skips_claims_that_were_not_claimed_and_keeps_fingerprints(store, clock):
+    claims = store.claim(["k", "k"], lease_s=10, fingerprints=["fp-1", "fp-2"])
+    assert store.extend(claims, lease_s=30) == [True, False]
+    clock.advance(20)
+    again = store.claim(["k"], lease_s=10, fingerprints=["fp-3"])
+    assert (again[0].status, again[0].fingerprint) == (I, "fp-1")
+    store.complete(claims, window_s=60)
+    assert store.claim(["k"], lease_s=10)[0].fingerprint == "fp-1"
+
+
+def test_an_empty_extend_is_a_no_op(store):
+    assert store.extend([], lease_s=10) == []
 
 
 def test_fixed_window_expires_and_the_key_is_claimable_again(store, clock):
@@ -117,6 +233,7 @@ def test_storage_keys_are_namespaced_and_bounded_whatever_the_raw_key(store):
 def test_empty_batch_is_a_no_op(store):
     assert store.claim([], lease_s=30) == []
     assert store.complete([], window_s=30) == []
+    assert store.release([]) == []
 
 
 @pytest.mark.parametrize("lease_s", [0, -1, float("nan"), float("inf"), None, True, "5"])

@@ -20,8 +20,13 @@ from dedup.stores import ClaimStatus, MemoryStore, RedisStore
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 # Simulated durations stay far above the test's real run time, so Redis's own
-# PX housekeeping (real time) never fires before the model's deadlines.
-DURATIONS_S = st.integers(min_value=1, max_value=600)
+# PX housekeeping (real time) never fires before the model's deadlines. Few
+# durations, and clock steps that are those durations and their sums +- 1 ms,
+# so runs land on deadlines exactly (and a millisecond either side) often.
+DURATIONS_S = st.sampled_from([10, 30, 60])
+STEPS_S = st.sampled_from([0.001, 10, 20, 30, 60]).flatmap(
+    lambda base: st.sampled_from([base - 0.001, base, base + 0.001]) if base > 0.001 else st.just(base)
+)
 
 
 @dataclass
@@ -69,6 +74,13 @@ class Model:
         del self.recs[key]
         return True
 
+    def extend(self, key, token, now_ms, lease_ms) -> bool:
+        rec = self.live(key, now_ms)
+        if rec is None or rec.done or rec.token != token:
+            return False
+        rec.deadline_ms = now_ms + lease_ms
+        return True
+
 
 class StoreMachine(RuleBasedStateMachine):
     make_store = None  # set by subclasses: (clock) -> WindowStore
@@ -82,7 +94,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.model = Model()
 
     def now_ms(self):
-        return int(self.clock.now_s() * 1000)
+        return round(self.clock.now_s() * 1000)
 
     @rule(target=claims, keys=st.lists(KEYS, min_size=1, max_size=5), lease_s=DURATIONS_S,
           slide_s=st.none() | DURATIONS_S, fp=st.sampled_from(["", "f1", "f2"]))
@@ -112,12 +124,27 @@ class StoreMachine(RuleBasedStateMachine):
         )
         assert got == [want]
 
-    @rule(delta_s=st.sampled_from([0.001, 0.5, 1, 30, 299.999, 300, 601]))
+    @rule(claim=claims, lease_s=DURATIONS_S)
+    def extend(self, claim, lease_s):
+        got = self.store.extend([claim], lease_s)
+        want = claim.status is ClaimStatus.CLAIMED and self.model.extend(
+            claim.key, claim.token, self.now_ms(), lease_s * 1000
+        )
+        assert got == [want]
+
+    @rule(delta_s=STEPS_S)
     def advance(self, delta_s):
         self.clock.advance(delta_s)
 
+    @rule(key=KEYS, offset_ms=st.sampled_from([-1, 0, 1]))
+    def advance_to_a_deadline(self, key, offset_ms):
+        """Jump to a record's deadline (lease or window) - 1 ms, exactly, or + 1 ms."""
+        rec = self.model.recs.get(key)
+        if rec is not None and rec.deadline_ms + offset_ms > self.now_ms():
+            self.clock.set((rec.deadline_ms + offset_ms) / 1000)
 
-SETTINGS = settings(max_examples=60, stateful_step_count=30, deadline=None,
+
+SETTINGS = settings(max_examples=80, stateful_step_count=30, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

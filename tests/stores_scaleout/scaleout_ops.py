@@ -85,10 +85,11 @@ def run_race(spec: str, keys: list[str], *, processes: int = 4, env: Mapping[str
 
 @dataclass(frozen=True)
 class Step:
-    """One round: claim ``keys``, then ``complete``, ``release`` or ``hold`` a batch of claims.
+    """One round: claim ``keys``, then ``complete``, ``release``, ``extend`` or ``hold`` a batch of claims.
 
     The batch acted on is the one just claimed, or with ``late`` the oldest batch
-    still held (whose lease may have run out and been taken over meanwhile).
+    still held (whose lease may have run out and been taken over meanwhile); an
+    extended batch stays held.
     """
 
     keys: tuple[str, ...]
@@ -108,7 +109,9 @@ def replay_ops(store: WindowStore, clock: ManualClock, steps: Sequence[Step], *,
         held.append(store.claim(list(step.keys), lease_s, fingerprints=fps,
                                 slide_s=window_s if step.slide else None))
         observed.append(tuple((c.status.value, c.fingerprint) for c in held[-1]))
-        if step.then != "hold":
+        if step.then == "extend":
+            observed.append(("extend", *store.extend(held[0 if step.late else -1], lease_s)))
+        elif step.then != "hold":
             batch = held.pop(0 if step.late else -1)
             done = store.complete(batch, window_s) if step.then == "complete" else store.release(batch)
             observed.append((step.then, *done))
@@ -117,15 +120,16 @@ def replay_ops(store: WindowStore, clock: ManualClock, steps: Sequence[Step], *,
 
 
 MODEL_KEYS = ("a", "b", "c", "d")
-# Durations on the lease (10 s) and window (30 s) boundaries, where "expired" must agree exactly.
+# Durations on the lease (10 s) and window (30 s) boundaries and a millisecond either side, where
+# "expired" must agree exactly.
 STEPS = st.lists(
     st.builds(
         Step,
         keys=st.lists(st.sampled_from(MODEL_KEYS), min_size=1, max_size=5).map(tuple),
-        then=st.sampled_from(["complete", "release", "hold"]),
+        then=st.sampled_from(["complete", "release", "extend", "hold"]),
         late=st.booleans(),
         slide=st.booleans(),
-        advance_s=st.sampled_from([0.0, 0.001, 5.0, 10.0, 15.0, 30.0, 45.0]),
+        advance_s=st.sampled_from([0.0, 0.001, 5.0, 9.999, 10.0, 10.001, 15.0, 29.999, 30.0, 30.001, 45.0]),
     ),
     min_size=1,
     max_size=10,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import Counter
 
 import boto3
 import pytest
@@ -16,6 +17,7 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 from hypothesis import HealthCheck, given, settings
 from scaleout_ops import STEPS, check_batch_lifecycle, replay_ops, run_race
+from skew_support import copies_while_held_and_after
 
 from dedup.aws.dynamodb_store import TTL_ATTRIBUTE, DynamoDBStore, delete_table, ensure_table
 from dedup.clock import ManualClock
@@ -199,4 +201,43 @@ def test_when_part_of_a_claim_fails_then_the_claims_granted_are_undone(dynamodb_
     assert [item(client, dynamodb_table, store, k) for k in keys] == [None] * 6
     client.meta.events.unregister("provide-client-params.dynamodb.PutItem", unreachable_for_victim)
     assert [c.status for c in store.claim(keys, lease_s=30)] == [CLAIMED] * 6
+    store.close()
+
+
+def skewed_consumers(client, table: str, skew_s: float, max_clock_skew_s: float):
+    """Two consumers on one table and prefix, one clock ``skew_s`` ahead of the other."""
+    prefix = f"{uuid.uuid4().hex}:"
+    ahead, behind = ManualClock(1_700_000_000.0 + skew_s), ManualClock(1_700_000_000.0)
+    stores = [DynamoDBStore(client, table, clock=c, prefix=prefix, max_clock_skew_s=max_clock_skew_s)
+              for c in (ahead, behind)]
+    return [Deduplicator(s, key="envelope-id", window_s=20, lease_s=20) for s in stores]
+
+
+@pytest.mark.parametrize("skew_s", [30.0, -30.0])
+def test_consumers_skewed_within_max_clock_skew_process_every_event_once(dynamodb_client, dynamodb_table,
+                                                                         skew_s):
+    ahead, behind = skewed_consumers(dynamodb_client, dynamodb_table, skew_s, max_clock_skew_s=30)
+    effects = copies_while_held_and_after(ahead, behind, 6)
+    assert effects == Counter({f"e{i}": 1 for i in range(6)})
+
+
+@pytest.mark.parametrize("skew_s", [30.0, -30.0])
+def test_consumers_skewed_beyond_max_clock_skew_double_events(dynamodb_client, dynamodb_table, skew_s):
+    """The control: the same skew with no margin lets copies through."""
+    ahead, behind = skewed_consumers(dynamodb_client, dynamodb_table, skew_s, max_clock_skew_s=0)
+    effects = copies_while_held_and_after(ahead, behind, 6)
+    assert max(effects.values()) == 2
+
+
+@pytest.mark.parametrize(("offset_ms", "status"), [(-1, IN_FLIGHT), (0, CLAIMED), (1, CLAIMED)])
+def test_a_lease_is_taken_over_max_clock_skew_after_its_deadline_to_the_millisecond(
+        dynamodb_client, dynamodb_table, clock, offset_ms, status):
+    store = DynamoDBStore(dynamodb_client, dynamodb_table, clock=clock, max_clock_skew_s=2.5,
+                          prefix=f"{uuid.uuid4().hex}:")
+    start_s = clock.now_s()
+    held = store.claim(["evt"], lease_s=10)
+    clock.set(start_s + 9.999)
+    assert store.extend(held, lease_s=10) == [True]  # the holder's own clock: live to its deadline
+    clock.set(start_s + 9.999 + 10 + 2.5 + offset_ms / 1000)
+    assert store.claim(["evt"], lease_s=10)[0].status is status
     store.close()
