@@ -55,11 +55,12 @@ class StoreUnavailableError(DedupError):
 
 
 class LeaseLostError(DedupError):
-    """A claim expired, or was taken over, before the handler completed it."""
+    """A claim's lease ran out, or was taken over, before its event was completed."""
 
     def __init__(self, key: str):
         self.key = key
         super().__init__(
-            f"the lease on {key!r} expired before the handler finished: "
-            "raise lease_s above the handler's longest run"
+            f"the lease on {key!r} was lost (it ran out, or another consumer took the key over) "
+            "before the event was completed: another consumer may process it too; a live batch "
+            "keeps its leases, so look for a stall longer than lease_s or a store that lost records"
         )

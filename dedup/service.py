@@ -314,7 +314,7 @@ class Deduplicator:
                 keeper.interrupted()
             raise
         if keeper is None:
-            return  # mark_first: the tutorial's defect, marked before the handler and never undone
+            return  # nothing claimed, or mark_first: the tutorial's defect, marked and never undone
         for i in keeper.close():
             results[i] = self._lost_after_run(results[i], ids[i])
 
@@ -462,12 +462,13 @@ class _Keeper:
     # ---- store calls (lock held) ----------------------------------------
 
     def _due(self, now_s: float) -> None:
-        if now_s >= self.flush_by_s or now_s >= self.next_beat_s:
-            self._flush()
         if now_s >= self.next_beat_s:
-            self._extend(now_s)
+            self._beat(now_s)
+        elif now_s >= self.flush_by_s:
+            self._flush()
 
-    def _extend(self, now_s: float) -> None:
+    def _beat(self, now_s: float) -> None:
+        """Extend the leases still held, carrying the completions due: one store call."""
         self.next_beat_s = now_s + self.beat_s
         lost = self.lost
         live = [c for c in (*self.to_release, *self.held[self.pos:]) if c.storage_key not in lost]
@@ -475,11 +476,25 @@ class _Keeper:
         if self.deadline_s is not None:
             lease_s = min(lease_s, self.deadline_s - now_s)
         if not live or lease_s <= 0:
+            self._flush()
             return
-        try:  # now_s was read before the call: the new deadlines are no sooner than now_s + lease_s
-            kept = self.store.extend(live, lease_s)
-        except StoreUnavailableError as exc:
-            log.warning("could not extend %d leases (next try in %.1f s): %s", len(live), self.beat_s, exc)
+        done, self.to_complete = self.to_complete, []
+        self.flush_by_s = float("inf")
+        window_s = self.dedup.window_s
+        # now_s was read before the call: the new deadlines are no sooner than now_s + lease_s.
+        if done:
+            settled = self._retry("complete", lambda: self.store.settle([c for c, _ in done], window_s,
+                                                                        live, lease_s))
+            recorded, kept = settled if settled is not None else (None, None)
+            self._recorded(done, recorded)
+        else:
+            try:
+                kept = self.store.extend(live, lease_s)
+            except StoreUnavailableError as exc:
+                log.warning("could not extend %d leases (next try in %.1f s): %s", len(live), self.beat_s,
+                            exc)
+                kept = None
+        if kept is None:
             return
         self.lease_end_s = now_s + lease_s
         for claim, ok in zip(live, kept, strict=True):
@@ -490,16 +505,18 @@ class _Keeper:
     def _flush(self) -> None:
         done, self.to_complete = self.to_complete, []
         self.flush_by_s = float("inf")
-        if not done:
-            return
-        recorded = self._retry("complete", lambda: self.store.complete([c for c, _ in done],
-                                                                      self.dedup.window_s))
+        if done:
+            window_s = self.dedup.window_s
+            self._recorded(done, self._retry("complete", lambda: self.store.complete([c for c, _ in done],
+                                                                                     window_s)))
+
+    def _recorded(self, done: list[tuple[Claim, int]], recorded: list[bool] | None) -> None:
         if recorded is not None:
             self.lost_after += [index for (_claim, index), ok in zip(done, recorded, strict=True) if not ok]
-        else:
-            self.dedup.stats.completion_failed += len(done)
-            log.error("could not record %d processed events as completed (%s): a later duplicate of "
-                      "them would be processed again", len(done), ", ".join(c.key for c, _ in done))
+            return
+        self.dedup.stats.completion_failed += len(done)
+        log.error("could not record %d processed events as completed (%s): a later duplicate of "
+                  "them would be processed again", len(done), ", ".join(c.key for c, _ in done))
 
     def _release(self, claims: list[Claim]) -> None:
         if not claims:
@@ -509,7 +526,7 @@ class _Keeper:
             log.error("could not release %d claims (%s): their redeliveries wait for the lease to lapse",
                       len(claims), ", ".join(c.key for c in claims))
 
-    def _retry(self, what: str, call: Callable[[], list[bool]]) -> list[bool] | None:
+    def _retry(self, what: str, call: Callable[[], Any]) -> Any:
         """``call`` until it answers, with backoff, for up to ``store_retry_s`` and never past the leases."""
         give_up_s = min(self.clock.now_s() + self.dedup.store_retry_s, self.lease_end_s)
         delay_s = RETRY_FIRST_DELAY_S

@@ -192,6 +192,16 @@ class DynamoDBStore(WindowStore):
     def _extend(self, owned, now_ms, lease_ms):
         return self._all(self._each(lambda o: self._extend_one(*o, now_ms, lease_ms), owned))
 
+    def _settle(self, done, held, now_ms, window_ms, lease_ms):
+        """Every completion and extension issued at once: one round trip of latency."""
+        def one(job: tuple[bool, tuple[str, str, str]]) -> bool:
+            completing, owned = job
+            return (self._complete_one(*owned, now_ms, window_ms) if completing
+                    else self._extend_one(*owned, now_ms, lease_ms))
+
+        results = self._all(self._each(one, [(True, o) for o in done] + [(False, o) for o in held]))
+        return results[:len(done)], results[len(done):]
+
     def _release(self, owned, now_ms):
         return self._all(self._each(lambda o: self._release_one(*o, now_ms), owned))
 

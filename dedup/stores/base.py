@@ -183,6 +183,23 @@ class WindowStore(ABC):
             self._extend, owned, self._now_ms(), lease_ms
         ))
 
+    def settle(self, done: Sequence[Claim], window_s: float, held: Sequence[Claim], lease_s: float
+               ) -> tuple[list[bool], list[bool]]:
+        """``complete(done, window_s)`` and ``extend(held, lease_s)`` together: one round trip where
+        the backend allows it (a Redis pipeline, DynamoDB's writes issued at once).
+
+        A lease keeper's beat that also carries finished events' completions costs no extra
+        round trip. Raises :class:`~dedup.errors.StoreUnavailableError` when either part failed.
+        """
+        window_ms = duration_ms(window_s, "window_s")
+        lease_ms = duration_ms(lease_s, "lease_s")
+        claimed = ClaimStatus.CLAIMED
+        owned_done = [(c.storage_key, c.token or "", c.fingerprint) for c in done if c.status is claimed]
+        owned_held = [(c.storage_key, c.token or "", c.fingerprint) for c in held if c.status is claimed]
+        completed, extended = self._call(self._settle, owned_done, owned_held, self._now_ms(), window_ms,
+                                         lease_ms)
+        return _per_owned(done, completed), _per_owned(held, extended)
+
     def release(self, claims: Sequence[Claim]) -> list[bool]:
         """Drop each CLAIMED claim whose live lease is still held by its token."""
         return self._per_claim(claims, lambda owned: self._call(self._release, owned, self._now_ms()))
@@ -233,10 +250,16 @@ class WindowStore(ABC):
     def _release(self, owned: list[tuple[str, str, str]], now_ms: int) -> list[bool]:
         """Delete the live records still held by these tokens."""
 
+    def _settle(self, done: list[tuple[str, str, str]], held: list[tuple[str, str, str]], now_ms: int,
+                window_ms: int, lease_ms: int) -> tuple[list[bool], list[bool]]:
+        """``_complete`` then ``_extend``; backends that can overlap the two override it."""
+        return (self._complete(done, now_ms, window_ms) if done else [],
+                self._extend(held, now_ms, lease_ms) if held else [])
+
     # ---- shared helpers ---------------------------------------------------
 
     def _now_ms(self) -> int:
-        return round(self.clock.now_s() * 1000)  # round: simulated seconds like 9.999 are not exact
+        return clock_ms(self.clock)
 
     def _new_tokens(self, count: int) -> list[str]:
         """``count`` fencing tokens, unique per store: one sequence number per batch."""
@@ -248,8 +271,7 @@ class WindowStore(ABC):
         owned = [(c.storage_key, c.token or "", c.fingerprint) for c in claims if c.status is claimed]
         if not owned:
             return [False] * len(claims)
-        results = iter(run(owned))
-        return [bool(next(results)) if c.status is claimed else False for c in claims]
+        return _per_owned(claims, run(owned))
 
     def _call(self, hook, *args):
         try:
@@ -267,6 +289,22 @@ class WindowStore(ABC):
     def describe(self) -> str:
         """A human-readable name of this store and where it points (no secrets)."""
         return self.name
+
+
+def clock_ms(clock: Clock) -> int:
+    """``clock``'s time in whole milliseconds, the way every store reads it.
+
+    Floored, but a time within a microsecond below a whole millisecond counts as
+    that millisecond: a simulated ``start + 9.999`` s lands a hair below it in
+    binary floating point, and must still be that millisecond.
+    """
+    return int(clock.now_s() * 1000 + 0.001)
+
+
+def _per_owned(claims: Sequence[Claim], results: list[bool]) -> list[bool]:
+    """Spread the results of the CLAIMED claims back over ``claims`` (others report ``False``)."""
+    it = iter(results)
+    return [bool(next(it)) if c.status is ClaimStatus.CLAIMED else False for c in claims]
 
 
 def duration_ms(value: float | None, name: str) -> int:

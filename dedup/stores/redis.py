@@ -59,7 +59,8 @@ from dedup.stores.base import DEFAULT_PREFIX, ClaimOutcome, ClaimStatus, WindowS
 log = logging.getLogger("dedup")
 
 # Shared by the scripts: parse a record into kind ('I' or 'D'), deadline, token, fingerprint;
-# encode a completed one; split a comma-joined argument into n fields. A completed record
+# encode a completed one; the fingerprint of a live lease a token still holds (else nil); "now"
+# from an argument or the server's clock; split a comma-joined argument into n fields. A completed record
 # without a fingerprint is the bare decimal deadline, which Redis stores as an integer (72
 # bytes a key instead of 104).
 _RECORD_LUA = """
@@ -78,6 +79,13 @@ end
 local function done(deadline, fp)
   if fp == '' then return string.format('%d', deadline) end
   return 'D' .. string.format('%d', deadline) .. ',' .. fp
+end
+local function held_by(key, token, now)
+  local v = redis.call('GET', key)
+  if not v then return nil end
+  local kind, deadline, rec_token, rec_fp = parse(v)
+  if kind == 'I' and deadline > now and rec_token == token then return rec_fp end
+  return nil
 end
 local function clock_ms(arg)
   if arg ~= '' then return tonumber(arg) end
@@ -137,7 +145,10 @@ for i, key in ipairs(KEYS) do
   if v then
     local kind, deadline, rec_token = parse(v)
     if kind ~= nil and deadline > now and not (kind == 'I' and rec_token == tokens[i]) then
-      redis.call('SET', key, v, 'PX', deadline - now)  -- not ours to complete: put it back
+      -- Not ours to complete: put it back. Its TTL is housekeeping (the deadline decides), at
+      -- least a second, so a record put back in its last milliseconds of an injected clock's
+      -- time is not swept by the server's real-time TTL before that clock reaches its deadline.
+      redis.call('SET', key, v, 'PX', math.max(deadline - now, 1000))
       out[i] = '0'
     end
   end
@@ -152,14 +163,11 @@ local now, lease = clock_ms(ARGV[1]), tonumber(ARGV[2])
 local tokens = split(ARGV[3], #KEYS)
 local out = {}
 for i, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
+  local fp = held_by(key, tokens[i], now)
   out[i] = '0'
-  if v then
-    local kind, deadline, rec_token, rec_fp = parse(v)
-    if kind == 'I' and deadline > now and rec_token == tokens[i] then
-      redis.call('SET', key, 'I' .. (now + lease) .. ',' .. rec_token .. ',' .. rec_fp, 'PX', lease)
-      out[i] = '1'
-    end
+  if fp then
+    redis.call('SET', key, 'I' .. (now + lease) .. ',' .. tokens[i] .. ',' .. fp, 'PX', lease)
+    out[i] = '1'
   end
 end
 return table.concat(out)
@@ -172,14 +180,10 @@ local now = clock_ms(ARGV[1])
 local tokens = split(ARGV[2], #KEYS)
 local out = {}
 for i, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
   out[i] = '0'
-  if v then
-    local kind, deadline, rec_token = parse(v)
-    if kind == 'I' and deadline > now and rec_token == tokens[i] then
-      redis.call('DEL', key)
-      out[i] = '1'
-    end
+  if held_by(key, tokens[i], now) then
+    redis.call('DEL', key)
+    out[i] = '1'
   end
 end
 return table.concat(out)
@@ -345,29 +349,33 @@ class RedisStore(WindowStore):
         return [ClaimOutcome(_STATUS[r[0]], r[1:]) for r in replies]
 
     def _complete(self, owned, now_ms, window_ms):
-        skeys, tokens, fps = zip(*owned, strict=True)
         if self.replicas_acked:
-            return self._complete_acked(list(skeys), [now_ms, window_ms, ",".join(tokens), ",".join(fps)])
+            return self._settle(owned, [], now_ms, window_ms, 0)[0]
+        skeys, tokens, fps = zip(*owned, strict=True)
         return self._eval(self._complete_script, [now_ms, window_ms], list(skeys), (tokens, fps))
 
-    def _complete_acked(self, skeys: list[str], args: list[Any]) -> list[bool]:
-        """The complete script then ``WAIT``, pipelined: one round trip."""
-        script = self._complete_script
-        for command, body in (("EVALSHA", script.sha), ("EVAL", script.script)):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.execute_command(command, body, len(skeys), *skeys, *args)
-            pipe.execute_command("WAIT", self.replicas_acked, self.replica_timeout_ms)
-            reply, acked = pipe.execute(raise_on_error=False)
-            if not isinstance(reply, redis.exceptions.NoScriptError):
-                break
-        for r in (reply, acked):
-            if isinstance(r, BaseException):
-                raise r
-        if int(acked) < self.replicas_acked:
-            self.unacked_completes += 1
-            log.warning("complete reached %s of %d replicas within %d ms: a failover now could lose it",
-                        acked, self.replicas_acked, self.replica_timeout_ms)
-        return _split_flags(_text(reply))
+    def _settle(self, done, held, now_ms, window_ms, lease_ms):
+        """Complete and extend (and WAIT, with ``replicas_acked``) in one pipeline: one round trip."""
+        if self.cluster or not ((done and held) or self.replicas_acked):
+            return super()._settle(done, held, now_ms, window_ms, lease_ms)
+        calls = []
+        if done:
+            skeys, tokens, fps = zip(*done, strict=True)
+            calls.append((self._complete_script, skeys, [now_ms, window_ms, ",".join(tokens), ",".join(fps)]))
+        if held:
+            skeys, tokens, _fps = zip(*held, strict=True)
+            calls.append((self._extend_script, skeys, [now_ms, lease_ms, ",".join(tokens)]))
+        acked = done and self.replicas_acked
+        wait = ("WAIT", self.replicas_acked, self.replica_timeout_ms) if acked else None
+        replies = _pipelined_scripts(self.client, calls, wait)
+        if wait is not None:
+            acked = replies.pop()
+            if int(acked) < self.replicas_acked:
+                self.unacked_completes += 1
+                log.warning("complete reached %s of %d replicas within %d ms: a failover now could lose it",
+                            acked, self.replicas_acked, self.replica_timeout_ms)
+        flags = [_split_flags(_text(r)) for r in replies]
+        return (flags.pop(0) if done else []), (flags.pop(0) if held else [])
 
     def _extend(self, owned, now_ms, lease_ms):
         skeys, tokens, _fps = zip(*owned, strict=True)
@@ -414,6 +422,38 @@ class RedisStore(WindowStore):
             for i, r in zip(idx, split(_text(reply)), strict=True):
                 replies[i] = r
         return replies, failure
+
+
+def _pipelined_scripts(client: redis.Redis, calls: list[tuple[Script, Sequence[str], list[Any]]],
+                       then: tuple[Any, ...] | None) -> list[Any]:
+    """Each ``(script, keys, args)`` call, then the command ``then``, in one pipeline; their replies.
+
+    A call answered NOSCRIPT (the server lost its script cache) is sent again as
+    EVAL, with ``then`` after it (safe: NOSCRIPT means it did not run). The first
+    error reply is raised.
+    """
+    replies: list[Any] = [None] * len(calls)
+    pending = list(range(len(calls)))
+    tail: Any = None
+    for command in ("EVALSHA", "EVAL"):
+        pipe = client.pipeline(transaction=False)
+        for i in pending:
+            script, keys, args = calls[i]
+            pipe.execute_command(command, script.sha if command == "EVALSHA" else script.script,
+                                 len(keys), *keys, *args)
+        if then is not None:
+            pipe.execute_command(*then)
+        got = pipe.execute(raise_on_error=False)
+        tail = got.pop() if then is not None else None
+        for i, reply in zip(pending, got, strict=True):
+            replies[i] = reply
+        pending = [i for i in pending if isinstance(replies[i], redis.exceptions.NoScriptError)]
+        if not pending:
+            break
+    for reply in (*replies, tail):
+        if isinstance(reply, BaseException):
+            raise reply
+    return [*replies, tail] if then is not None else replies
 
 
 def _pipelined(client: RedisCluster, script: Script, calls: list[tuple[ClusterNode, list[str], list[Any]]]

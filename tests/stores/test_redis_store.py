@@ -36,12 +36,69 @@ def test_every_key_written_has_a_ttl(redis_client, clock):
 def test_a_batch_costs_one_round_trip_per_phase(redis_server, clock):
     client = redis.Redis.from_url(redis_server.url)
     store = RedisStore(client, clock=clock, prefix="rt:")
-    store.claim(["warm"], lease_s=5)  # loads the scripts
+    store.complete(store.claim(["warm"], lease_s=5), window_s=5)  # loads the scripts (a fresh server
+    store.release(store.claim(["warm2"], lease_s=5))  # has none: each would cost a NOSCRIPT first)
     client.config_resetstat()
     claims = store.claim([f"k{i}" for i in range(10)], lease_s=30)
     store.complete(claims[:7], window_s=60)
     store.release(claims[7:])
     assert evalsha_calls(client) == 3
+
+
+class CountingConnection(redis.Connection):
+    """A connection counting what it sends: one send is one round trip (a pipeline sends once)."""
+
+    sends = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.sends += 1
+        super().send_packed_command(command, check_health)
+
+
+def lifecycle(redis_server, clock, prefix: str) -> tuple[redis.Redis, Deduplicator]:
+    pool = redis.ConnectionPool.from_url(redis_server.url, connection_class=CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    dedup = Deduplicator(RedisStore(client, clock=clock, prefix=prefix), key="envelope-id", lease_s=3)
+    dedup.process_batch([{"id": "warm", "detail": {}}], lambda e: None)  # connects, loads two scripts
+    dedup.store.settle(dedup.store.claim(["w1"], 3), 60, dedup.store.claim(["w2"], 3), 3)  # and the rest
+    dedup.store.release(dedup.store.claim(["w3"], 3))
+    client.config_resetstat()
+    CountingConnection.sends = 0
+    return client, dedup
+
+
+def trips(client: redis.Redis) -> tuple[int, int]:
+    """(round trips, script calls) since the last look; then starts counting afresh."""
+    sent = CountingConnection.sends
+    calls = evalsha_calls(client)
+    client.config_resetstat()
+    CountingConnection.sends = 0
+    return sent, calls
+
+
+def test_a_deduplicator_batch_costs_one_round_trip_per_phase(redis_server, clock):
+    client, dedup = lifecycle(redis_server, clock, "trips-fast:")
+    batch = [{"id": f"e{i}", "detail": {}} for i in range(10)]
+
+    def fail_three(event):
+        if event["id"] in ("e1", "e4", "e7"):
+            raise RuntimeError("downstream down")
+
+    dedup.process_batch(batch[:5], lambda e: None)
+    assert trips(client) == (2, 2)  # claim, complete
+    dedup.process_batch([*batch[5:], {"id": "e1", "detail": {}}], fail_three)
+    assert trips(client) == (3, 3)  # claim, complete, release
+
+
+def test_a_slow_batch_adds_one_round_trip_per_beat_and_completes_on_the_beats(redis_server, clock):
+    """10 handlers of 0.5 s under lease_s=3 (a beat a second): claim, 5 beats, the last complete.
+
+    Each beat is one pipeline: the completions due and the extension of the leases still held.
+    """
+    client, dedup = lifecycle(redis_server, clock, "trips-slow:")
+    batch = [{"id": f"e{i}", "detail": {}} for i in range(10)]
+    dedup.process_batch(batch, lambda e: clock.advance(0.5))
+    assert trips(client) == (1 + 5 + 1, 1 + 5 * 2 + 1)
 
 
 def test_the_url_form_opens_the_same_store_and_hides_the_password():

@@ -148,6 +148,18 @@ def test_an_empty_extend_is_a_no_op(store):
     assert store.extend([], lease_s=10) == []
 
 
+def test_settle_completes_some_claims_and_extends_others_in_one_call(store, clock):
+    start = clock.now_s()
+    done, held = store.claim(["a", "x"], lease_s=10), store.claim(["b", "x"], lease_s=10)
+    clock.set(start + 9)
+    assert store.settle(done, 60, held, 10) == ([True, True], [True, False])
+    clock.set(start + 18.999)  # b's lease, extended at 9 s, still runs
+    assert statuses(store.claim(["a", "b", "x"], lease_s=10)) == [D, I, D]
+    clock.set(start + 19)
+    assert statuses(store.claim(["b"], lease_s=10)) == [C]
+    assert store.settle([], 60, [], 10) == ([], [])
+
+
 def test_fixed_window_expires_and_the_key_is_claimable_again(store, clock):
     store.complete(store.claim(["k"], lease_s=30), window_s=60)
     clock.advance(30)

@@ -17,6 +17,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, rule
 
 from dedup.clock import ManualClock
 from dedup.stores import ClaimStatus, MemoryStore, RedisStore
+from dedup.stores.base import clock_ms
 
 KEYS = st.sampled_from(["a", "b", "c", "d"])
 # Simulated durations stay far above the test's real run time, so Redis's own
@@ -94,7 +95,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.model = Model()
 
     def now_ms(self):
-        return round(self.clock.now_s() * 1000)
+        return clock_ms(self.clock)
 
     @rule(target=claims, keys=st.lists(KEYS, min_size=1, max_size=5), lease_s=DURATIONS_S,
           slide_s=st.none() | DURATIONS_S, fp=st.sampled_from(["", "f1", "f2"]))

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import KEYS
+from trace_support import KEYS
 
 from dedup.analysis import PROCESSED, outcomes, recommend, replay, sweep
 

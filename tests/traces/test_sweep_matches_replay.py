@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import KEYS, small_trace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from trace_support import KEYS, small_trace
 
 from dedup.analysis import OUTCOMES, outcomes, replay, sweep
 from dedup.clock import ManualClock

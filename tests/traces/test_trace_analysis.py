@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import KEYS, small_trace
+from trace_support import KEYS, small_trace
 
 from dedup.analysis import (
     DEFAULT_WINDOWS_S,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_trace
+from trace_support import small_trace
 
 from dedup.errors import ConfigurationError
 from dedup.keys import NoKey, auto, key_strategy

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_trace
 from samples import load_event
+from trace_support import small_trace
 
 from dedup.analysis import sweep
 from dedup.errors import BadMessageError

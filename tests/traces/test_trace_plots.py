@@ -6,8 +6,8 @@ import io
 
 import pandas as pd
 import pytest
-from conftest import KEYS, small_trace
 from matplotlib.figure import Figure
+from trace_support import KEYS, small_trace
 
 from dedup import plots
 from dedup.analysis import DEFAULT_WINDOWS_S, compare_strategies, duplicate_delays, repeat_gaps, sweep
