@@ -46,18 +46,26 @@ class Clock(Protocol):
 
 
 class _Timer:
+    """A scheduled callback; cancelling (or running) drops ``fn``, so no cycle outlives it."""
+
     __slots__ = ("_owner", "cancelled", "fn")
 
     def __init__(self, fn: Callable[[], None], owner: _Scheduler | None = None) -> None:
-        self.fn = fn
+        self.fn: Callable[[], None] | None = fn
         self.cancelled = False
         self._owner = owner
 
     def cancel(self) -> None:
         if not self.cancelled:
             self.cancelled = True
+            self.fn = None
             if self._owner is not None:
                 self._owner.forget_one()
+
+    def take(self) -> Callable[[], None] | None:
+        """Mark it run and hand out its callback (None when it was cancelled)."""
+        fn, self.fn, self.cancelled = self.fn, None, True
+        return fn
 
 
 class _Scheduler:
@@ -109,11 +117,11 @@ class _Scheduler:
                 if delay_s > 0:
                     self._cond.wait(delay_s)
                     continue
-                timer = heapq.heappop(heap)[2]
-                timer.cancelled = True  # ran: a later cancel() is a no-op
+                fn = heapq.heappop(heap)[2].take()  # ran: a later cancel() is a no-op
                 self._cond.release()
                 try:
-                    timer.fn()
+                    if fn is not None:
+                        fn()
                 except Exception:  # a callback's failure must not stop the others
                     log.exception("scheduled callback failed")
                 finally:
@@ -157,8 +165,7 @@ class ManualClock:
         self._seq = itertools.count()
 
     def now_s(self) -> float:
-        with self._lock:
-            return self._now_s
+        return self._now_s  # one attribute read: atomic, no lock needed
 
     def advance(self, delta_s: float) -> float:
         """Move time forward by ``delta_s`` seconds and return the new time."""
@@ -197,8 +204,9 @@ class ManualClock:
                     return self._now_s
                 when_s, _, timer = heapq.heappop(timers)
                 self._now_s = max(self._now_s, when_s)
-                timer.cancelled = True
-            timer.fn()
+                fn = timer.take()
+            if fn is not None:
+                fn()
 
     def __repr__(self) -> str:
         return f"ManualClock(now_s={self._now_s})"

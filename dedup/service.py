@@ -371,6 +371,10 @@ class _Keeper:
     handler runs; a lock keeps them one at a time.
     """
 
+    __slots__ = ("beat_s", "clock", "closed", "deadline_s", "dedup", "flush_by_s", "held", "last_s",
+                 "lease_end_s", "lock", "lost", "lost_after", "next_beat_s", "pos", "store", "timer",
+                 "to_complete", "to_release", "within_s")
+
     def __init__(self, dedup: Deduplicator, held: list[Claim], claimed_at_s: float, deadline_s: float | None
                  ) -> None:
         self.dedup = dedup
@@ -389,6 +393,7 @@ class _Keeper:
         self.closed = False
         # When the leases surely still run (by this clock; the store's deadlines are no sooner).
         self.lease_end_s = claimed_at_s + dedup.lease_s
+        self.last_s = claimed_at_s  # the clock when the last handler returned
         self.next_beat_s = claimed_at_s + self.beat_s
         self.flush_by_s = float("inf")
         self.timer = self.clock.call_at(self.next_beat_s, self._background)
@@ -399,7 +404,7 @@ class _Keeper:
         """A handler returned; make the store call if a beat or a completion is due."""
         with self.lock:
             self.pos += 1
-            now_s = self.clock.now_s()
+            self.last_s = now_s = self.clock.now_s()
             if processed:
                 if not self.to_complete:
                     self.flush_by_s = now_s + self.within_s
@@ -414,14 +419,15 @@ class _Keeper:
 
         Not when an extend found it lost, nor once the leases may have lapsed (beats
         failed, or ``deadline_s`` stopped them): another consumer may hold it. A claim
-        that may not run is skipped: not ours to complete or release.
+        that may not run is skipped: not ours to complete or release. The time is the
+        one read when the previous handler returned (nothing slow ran since).
         """
+        if claim.storage_key not in self.lost and self.last_s < self.lease_end_s:
+            return True
         with self.lock:
-            if claim.storage_key not in self.lost and self.clock.now_s() < self.lease_end_s:
-                return True
             self.lost.add(claim.storage_key)
             self.pos += 1
-            return False
+        return False
 
     def close(self) -> list[int]:
         """End of the batch: complete and release what is left; the indexes whose lease was lost."""
@@ -528,13 +534,15 @@ class _Keeper:
 
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
         """``call`` until it answers, with backoff, for up to ``store_retry_s`` and never past the leases."""
-        give_up_s = min(self.clock.now_s() + self.dedup.store_retry_s, self.lease_end_s)
+        give_up_s = None
         delay_s = RETRY_FIRST_DELAY_S
         while True:
             try:
                 return call()
             except StoreUnavailableError as exc:
                 now_s = self.clock.now_s()
+                if give_up_s is None:
+                    give_up_s = min(now_s + self.dedup.store_retry_s, self.lease_end_s)
                 if now_s + delay_s > give_up_s:
                     log.error("%s failed after the handlers ran: %s", what, exc)
                     return None
