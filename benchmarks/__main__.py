@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         full = {"full": True} if args.full and "full" in inspect.signature(module.run).parameters else {}
         for comparison in module.run(quick=args.quick, **full):
             print(comparison.render(), flush=True)
-            if comparison.met is False:
-                unmet.append(f"{name}: {comparison.title}")
+            unmet += [f"{name}: {t.goal}: {t.figure}" for t in comparison.targets if not t.met]
         print(f"# {name} took {time.perf_counter() - start:.1f} s\n", flush=True)
     if unmet:
         print("targets not met:\n  " + "\n  ".join(unmet))

@@ -9,6 +9,11 @@
 * :class:`SeenSet`: the least a correct in-process windowed seen-set can do: a
   dict of key to deadline, and a deque of ``(deadline, key)`` whose head is
   expired on each call. No lifecycle, no key hashing, no thread safety.
+* :class:`TTLSeenSet`: ``cachetools.TTLCache`` used as a seen-set, the library a
+  user would pick: ``key in cache``, else ``cache[key] = True``. No lifecycle,
+  no key hashing, no thread safety.
+* :class:`StepClock`: simulated time without a lock, so that a timer read on
+  every insert (as ``TTLCache`` does) costs what ``time.monotonic`` would.
 """
 
 from __future__ import annotations
@@ -16,7 +21,22 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
+from cachetools import TTLCache
+
 from dedup.clock import Clock
+
+
+class StepClock:
+    """Simulated time for one thread: :meth:`now_s` is a plain attribute read."""
+
+    def __init__(self, start_s: float = 0.0) -> None:
+        self._now_s = start_s
+
+    def now_s(self) -> float:
+        return self._now_s
+
+    def advance(self, delta_s: float) -> None:
+        self._now_s += delta_s
 
 
 class TutorialCache:
@@ -76,5 +96,27 @@ class SeenSet:
                 continue
             seen[key] = deadline_ms
             queue.append((deadline_ms, key))
+            out.append(False)
+        return out
+
+
+class TTLSeenSet:
+    """``cachetools.TTLCache`` as a windowed seen-set; ``max_keys`` above the live keys (no evictions)."""
+
+    def __init__(self, window_s: float, clock: Clock, max_keys: int) -> None:
+        self.cache: TTLCache[str, bool] = TTLCache(maxsize=max_keys, ttl=window_s, timer=clock.now_s)
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def check_and_add(self, keys: Sequence[str]) -> list[bool]:
+        """Per key, whether it was seen within the window; unseen keys are added."""
+        cache = self.cache
+        out = []
+        for key in keys:
+            if key in cache:
+                out.append(True)
+                continue
+            cache[key] = True
             out.append(False)
         return out

@@ -1,16 +1,20 @@
-"""RedisStore on a real redis-server: throughput against per-event SET NX and Powertools, and bytes per key.
+"""RedisStore judged where users run it: behind a network round trip, against Powertools
+idempotency, per-event SET NX and its own two-round-trip limit.
 
 The benchmark starts its own ``redis-server`` on a free loopback port
-(:class:`dedup.localredis.LocalRedis`, never a server already running) and
-every contender talks to it through its own redis-py client. Every event is
-new (distinct keys), so every contender does its full write path. Contenders
-are timed in interleaved rounds of wall time (best round wins), so a busy
-machine hurts them alike.
+(:class:`dedup.localredis.LocalRedis`, never a server already running) and a
+delaying proxy in front of it (:class:`benchmarks.netdelay.DelayProxy`),
+calibrated until a PING through it takes about 0.4 ms, as an ElastiCache node
+does from a client in another zone of the region. The targets are judged
+there; the same contenders on loopback, where a round trip costs about what the
+client's own work costs and ratios swing between runs, are shown for context.
+Every event is new (distinct keys), so every contender does its full write path.
 
 * ``RedisStore claim+complete``: the store's lifecycle on ready keys, a batch of
   10 per call: one Lua script call to claim, one to complete.
 * ``Deduplicator.process_batch``: the same plus what a consumer does around it
-  (``envelope-id`` key from the envelope, a no-op handler, per-event results).
+  (``envelope-id`` key from the envelope, a no-op handler, per-event results),
+  without and with payload validation (a fingerprint of each ``detail`` on record).
 * ``SET NX EX per event``: redis-py ``SET key 1 NX EX 300``, one round trip per
   event, no lifecycle (a failed handler would lose the event).
 * Powertools for AWS Lambda idempotency, ``RedisCachePersistenceLayer``:
@@ -19,29 +23,38 @@ machine hurts them alike.
   (in progress) and one SET (completed). Its persistence layer's
   ``save_inprogress`` + ``save_success`` called directly is shown as well
   (the same two round trips without the decorator). It has no batch API.
+* The two-round-trip limit: a batch of 10 through the store can take no less
+  than two round trips (the mean PING through the proxy, measured in every
+  round) plus the server's execution time of the two scripts (``INFO
+  commandstats`` usec of EVALSHA over the store's own timed runs): the rate of a
+  client that cost nothing.
 
-Bytes per completed key is ``MEMORY USAGE`` averaged over every key written
-(default prefix; no fingerprint, then with payload validation), next to the
-server's ``used_memory`` growth per key, which also counts the expiry entry.
-
-The full run also times the contenders through :class:`benchmarks.netdelay.DelayProxy`
-(a loopback proxy that delays each hop), since on loopback a round trip costs no
-more than the work around it and the ratios depend on that (no target there).
+Contenders are timed in interleaved rounds (each round runs each once, the
+order rotated between rounds) and the median round is reported, so a busy
+machine hurts them alike. Over the same timed runs behind the proxy, each
+contender's columns count what it cost per event: requests its clients wrote
+(round trips; a pipeline is one), the server's CPU time (``INFO cpu``
+``used_cpu_sys`` + ``used_cpu_user``) and commands (``INFO commandstats``
+calls, a script's own commands included). Bytes per key are measured apart on
+an emptied server: ``MEMORY USAGE`` averaged over every key a contender wrote,
+and the growth of ``used_memory`` per key (which also counts the key-space and
+expiry entries).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import statistics
-import time
 import warnings
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import redis
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.persistence.redis import RedisCachePersistenceLayer
 
-from benchmarks.harness import Comparison, Row, rate
+from benchmarks.harness import Comparison, Row, Target, interleaved, run_for
 from benchmarks.netdelay import DelayProxy
 from dedup.localredis import LocalRedis
 from dedup.service import Deduplicator
@@ -50,9 +63,29 @@ from dedup.stores.redis import RedisStore
 WINDOW_S = 300
 LEASE_S = 60
 BATCH = 10
-# Added each way by the proxy (plus its own forwarding cost): about a 0.5 ms round trip
-# here, as between zones of one AWS region.
-NETWORK_ONE_WAY_US = 100
+# The round trip the proxy is calibrated to: a client and an ElastiCache node in two zones.
+TARGET_PING_US = 400
+# A completed key of the store (default prefix, no fingerprint), as Redis counts it.
+MAX_BYTES_PER_KEY = 90
+# How long each calibration step of the proxy pings through it.
+CALIBRATION_S = 0.1
+# Commands whose server time is a script's execution.
+SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
+# Commands the benchmark itself sends to the server between timed runs.
+ADMIN_COMMANDS = ("info",)
+
+SET_NX = "redis-py SET NX EX, per event"
+STORE = "RedisStore claim+complete, batches of 10"
+DEDUP = "Deduplicator.process_batch on RedisStore, batches of 10"
+DEDUP_CHECKED = "  same, payload validation on"
+POWERTOOLS = "Powertools idempotent_function (Redis layer), per event"
+POWERTOOLS_DIRECT = "Powertools save_inprogress+save_success, per event"
+
+ROUND_TRIPS = "round trips/event"
+SERVER_CPU = "server CPU us/event"
+SERVER_CALLS = "server cmds/event"
+MEMORY_USAGE = "MEMORY USAGE B/key"
+USED_MEMORY = "used_memory B/key"
 
 
 def _noop(event: object) -> None:
@@ -76,182 +109,232 @@ class Feed:
         return [f"{self.tag}-{n:012d}" for n in itertools.islice(self._seq, BATCH)]
 
 
-def _powertools(url: str) -> tuple[Callable[..., object], RedisCachePersistenceLayer]:
-    """A no-op function made idempotent by Powertools on ``url``, and a configured layer of its own.
+@dataclass
+class Contender:
+    """One way of deduplicating: ``step`` handles a batch of new events and returns how many.
 
-    Powertools' own connection code opens its client with ``decode_responses=True``.
+    ``requests[0]`` counts the requests its clients wrote to the server: round trips.
     """
+
+    name: str
+    step: Callable[[], int]
+    requests: list[int]
+
+
+def _client(url: str, requests: list[int], **kwargs: object) -> redis.Redis:
+    """A redis-py client on ``url`` adding one to ``requests[0]`` per request it writes.
+
+    redis-py writes a command, or a whole pipeline, with one ``send_packed_command``
+    and then waits for the replies: one round trip each.
+    """
+
+    class Counting(redis.Connection):
+        def send_packed_command(self, command, check_health=True):
+            requests[0] += 1
+            return super().send_packed_command(command, check_health)
+
+    return redis.Redis.from_url(url, connection_class=Counting, **kwargs)
+
+
+def _contenders(url: str, tag: str) -> list[Contender]:
+    """The contenders, each on clients of its own to ``url``; keys unique per ``tag``."""
+    counters = {name: [0] for name in (SET_NX, STORE, DEDUP, DEDUP_CHECKED, POWERTOOLS, POWERTOOLS_DIRECT)}
+    feeds = {name: Feed(f"{tag}{i}") for i, name in enumerate(counters)}
+    setnx_client = _client(url, counters[SET_NX])
+    store = RedisStore(_client(url, counters[STORE]))
+    dedup, checked = (
+        Deduplicator(RedisStore(_client(url, counters[name])), key="envelope-id", window_s=WINDOW_S,
+                     lease_s=LEASE_S, validate_payload=name == DEDUP_CHECKED)
+        for name in (DEDUP, DEDUP_CHECKED)
+    )
+    # Powertools' own connection code opens its client with decode_responses=True.
     config = IdempotencyConfig(event_key_jmespath="id", expires_after_seconds=WINDOW_S)
-    layer = RedisCachePersistenceLayer(client=redis.Redis.from_url(url, decode_responses=True))
+    layer = RedisCachePersistenceLayer(client=_client(url, counters[POWERTOOLS], decode_responses=True))
     handler = idempotent_function(_noop, data_keyword_argument="event", persistence_store=layer,
                                   config=config)
-    direct = RedisCachePersistenceLayer(client=redis.Redis.from_url(url, decode_responses=True))
+    direct = RedisCachePersistenceLayer(
+        client=_client(url, counters[POWERTOOLS_DIRECT], decode_responses=True))
     direct.configure(config, function_name="direct")
-    return handler, direct
-
-
-def _contenders(url: str) -> dict[str, Callable[[], int]]:
-    """name -> a function that handles one batch of 10 new events and returns 10."""
-    setnx_client = redis.Redis.from_url(url)
-    store = RedisStore(redis.Redis.from_url(url))
-    dedup = Deduplicator(RedisStore(redis.Redis.from_url(url)), key="envelope-id",
-                         window_s=WINDOW_S, lease_s=LEASE_S)
-    handler, direct = _powertools(url)
-    feeds = {name: Feed(name) for name in ("setnx", "store", "dedup", "pt", "ptdirect")}
 
     def set_nx() -> int:
-        for key in feeds["setnx"].key_batch():
+        for key in feeds[SET_NX].key_batch():
             setnx_client.set(f"setnx:{key}", 1, nx=True, ex=WINDOW_S)
         return BATCH
 
     def store_lifecycle() -> int:
-        store.complete(store.claim(feeds["store"].key_batch(), LEASE_S), WINDOW_S)
+        store.complete(store.claim(feeds[STORE].key_batch(), LEASE_S), WINDOW_S)
         return BATCH
 
-    def deduplicator() -> int:
-        dedup.process_batch(feeds["dedup"].event_batch(), _noop)
-        return BATCH
+    def through(dedup: Deduplicator, feed: Feed) -> Callable[[], int]:
+        def step() -> int:
+            dedup.process_batch(feed.event_batch(), _noop)
+            return BATCH
+        return step
 
     def powertools() -> int:
-        for event in feeds["pt"].event_batch():
+        for event in feeds[POWERTOOLS].event_batch():
             handler(event=event)
         return BATCH
 
     def powertools_direct() -> int:
-        for event in feeds["ptdirect"].event_batch():
+        for event in feeds[POWERTOOLS_DIRECT].event_batch():
             direct.save_inprogress(data=event)
             direct.save_success(data=event, result={})
         return BATCH
 
-    return {
-        SET_NX: set_nx,
-        STORE: store_lifecycle,
-        DEDUP: deduplicator,
-        POWERTOOLS: powertools,
-        POWERTOOLS_DIRECT: powertools_direct,
-    }
+    steps = {SET_NX: set_nx, STORE: store_lifecycle, DEDUP: through(dedup, feeds[DEDUP]),
+             DEDUP_CHECKED: through(checked, feeds[DEDUP_CHECKED]), POWERTOOLS: powertools,
+             POWERTOOLS_DIRECT: powertools_direct}
+    return [Contender(name, steps[name], counters[name]) for name in counters]
 
 
-SET_NX = "redis-py SET NX EX, per event"
-STORE = "RedisStore claim+complete, batches of 10"
-DEDUP = "Deduplicator.process_batch on RedisStore, batches of 10"
-POWERTOOLS = "Powertools idempotent_function (Redis layer), per event"
-POWERTOOLS_DIRECT = "Powertools save_inprogress+save_success, per event"
+@dataclass
+class Meter:
+    """What a contender cost over its timed runs: events, round trips, server CPU and commands."""
+
+    events: int = 0
+    round_trips: int = 0
+    cpu_s: float = 0.0
+    calls: Counter = field(default_factory=Counter)
+    usec: Counter = field(default_factory=Counter)
+
+    def columns(self) -> dict[str, float | None]:
+        commands = sum(n for name, n in self.calls.items() if name not in ADMIN_COMMANDS)
+        return {ROUND_TRIPS: self.round_trips / self.events, SERVER_CPU: self.cpu_s * 1e6 / self.events,
+                SERVER_CALLS: commands / self.events}
+
+    def script_us_per_batch(self) -> float:
+        return sum(self.usec[name] for name in SCRIPT_COMMANDS) / (self.events / BATCH)
 
 
-def _throughput(url: str, rounds: int, min_time_s: float) -> dict[str, float]:
-    contenders = _contenders(url)
-    best = dict.fromkeys(contenders, 0.0)
-    for fn in contenders.values():  # warm up: connections, script loading
-        fn()
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            best[name] = max(best[name], rate(fn, min_time_s=min_time_s, repeat=1))
-    return best
+def _server_stats(admin: redis.Redis) -> tuple[float, Counter, Counter]:
+    """The server's CPU seconds so far, and its calls and usec per command."""
+    info = admin.info("cpu", "commandstats")
+    stats = {k.removeprefix("cmdstat_"): v for k, v in info.items() if k.startswith("cmdstat_")}
+    return (info["used_cpu_sys"] + info["used_cpu_user"], Counter({k: v["calls"] for k, v in stats.items()}),
+            Counter({k: v["usec"] for k, v in stats.items()}))
 
 
-def _bytes_per_key(client: redis.Redis, fill: Callable[[], None], pattern: str) -> tuple[float, float]:
-    """Average MEMORY USAGE of the keys ``fill`` writes, and used_memory growth per key."""
-    client.flushdb()
-    before = client.info("memory")["used_memory"]
-    fill()
-    after = client.info("memory")["used_memory"]
-    keys = list(client.scan_iter(match=pattern, count=1000))
-    if not keys:
-        raise RuntimeError(f"no keys matched {pattern!r}")
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.memory_usage(key, samples=0)
-    usage = pipe.execute()
-    return sum(usage) / len(keys), (after - before) / len(keys)
+def _metered(contender: Contender, meter: Meter, admin: redis.Redis, min_time_s: float
+             ) -> Callable[[], float]:
+    """One timed run of ``contender`` (events/s), its costs added to ``meter``."""
+
+    def timed() -> float:
+        cpu, calls, usec = _server_stats(admin)
+        requests = contender.requests[0]
+        events, seconds = run_for(contender.step, min_time_s=min_time_s)
+        cpu_after, calls_after, usec_after = _server_stats(admin)
+        meter.events += events
+        meter.round_trips += contender.requests[0] - requests
+        meter.cpu_s += cpu_after - cpu
+        meter.calls.update(calls_after - calls)
+        meter.usec.update(usec_after - usec)
+        return events / seconds
+
+    return timed
 
 
-def _footprint(url: str, n_keys: int) -> dict[str, float]:
-    client = redis.Redis.from_url(url)
-    plain = Deduplicator(RedisStore(redis.Redis.from_url(url)), key="envelope-id",
-                         window_s=WINDOW_S, lease_s=LEASE_S)
-    checked = Deduplicator(RedisStore(redis.Redis.from_url(url)), key="envelope-id",
-                           window_s=WINDOW_S, lease_s=LEASE_S, validate_payload=True)
-    handler, _direct = _powertools(url)
+def _round_trip_us(client: redis.Redis, min_time_s: float) -> float:
+    """Mean PING round trip through ``client`` over ``min_time_s``, in microseconds.
 
-    def through(dedup: Deduplicator, tag: str) -> Callable[[], None]:
-        feed = Feed(tag)
-        return lambda: [dedup.process_batch(feed.event_batch(), _noop) for _ in range(n_keys // BATCH)]
+    A mean, as the contenders' rates are: on a busy machine some round trips wait
+    for a core, and a median would leave those out of the limit but not of the rates.
+    """
 
-    def through_powertools() -> None:
-        feed = Feed("ptbytes")
-        for _ in range(n_keys // BATCH):
-            for event in feed.event_batch():
-                handler(event=event)
+    def ping() -> int:
+        client.ping()
+        return 1
 
+    pings, seconds = run_for(ping, min_time_s=min_time_s)
+    return seconds / pings * 1e6
+
+
+PING = "PING"
+
+
+def _throughput(url: str, tag: str, admin: redis.Redis, rounds: int, min_time_s: float
+                ) -> tuple[dict[str, float], dict[str, Meter]]:
+    """Median events/s of every contender on ``url`` (and of its mean PING in us), and their meters."""
+    contenders = _contenders(url, tag)
+    for c in contenders:  # warm up: connections, script loading
+        c.step()
+    meters = {c.name: Meter() for c in contenders}
+    timed = {c.name: _metered(c, meters[c.name], admin, min_time_s) for c in contenders}
+    ping_client = redis.Redis.from_url(url)
+    timed[PING] = lambda: _round_trip_us(ping_client, min_time_s)
+    return interleaved(timed, rounds), meters
+
+
+def _footprint(url: str, admin: redis.Redis, n_keys: int) -> dict[str, tuple[float, float]]:
+    """Per contender: mean MEMORY USAGE of the keys it writes, and used_memory growth per key."""
     out = {}
-    out[PLAIN_USAGE], out[PLAIN_USED] = _bytes_per_key(client, through(plain, "plain"), "dedup:*")
-    out[CHECKED_USAGE], _ = _bytes_per_key(client, through(checked, "checked"), "dedup:*")
-    out[PT_USAGE], _ = _bytes_per_key(client, through_powertools, "*")
-    client.flushdb()
+    for contender in _contenders(url, "bytes"):
+        admin.flushdb()
+        before = admin.info("memory")["used_memory"]
+        for _ in range(n_keys // BATCH):
+            contender.step()
+        after = admin.info("memory")["used_memory"]
+        keys = list(admin.scan_iter(count=1000))
+        pipe = admin.pipeline(transaction=False)
+        for key in keys:
+            pipe.memory_usage(key, samples=0)
+        out[contender.name] = sum(pipe.execute()) / len(keys), (after - before) / len(keys)
+    admin.flushdb()
     return out
 
 
-PLAIN_USAGE = "RedisStore completed key: default prefix, no fingerprint"
-PLAIN_USED = "  same, used_memory growth per key (incl. expiry entry)"
-CHECKED_USAGE = "RedisStore completed key: payload validation on"
-PT_USAGE = "Powertools completed record"
+@contextlib.contextmanager
+def _calibrated_proxy(target_port: int, ping_us: float, tries: int = 4) -> Iterator[DelayProxy]:
+    """A :class:`DelayProxy` to ``target_port`` whose PING round trip is about ``ping_us`` here.
 
-
-def _round_trip_us(url: str, pings: int = 200) -> float:
-    """Median PING round trip to ``url``, in microseconds."""
-    client = redis.Redis.from_url(url)
-    times = []
-    for _ in range(pings):
-        start = time.perf_counter()
-        client.ping()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
-
-
-def _vs_setnx(rates: dict[str, float], where: str) -> Comparison:
-    return Comparison(f"RedisStore lifecycle vs per-event SET NX ({where})",
-                      baseline=SET_NX, rows=[Row(n, rates[n]) for n in (SET_NX, STORE, DEDUP)])
-
-
-def _vs_powertools(rates: dict[str, float], where: str) -> Comparison:
-    return Comparison(f"RedisStore and Deduplicator vs Powertools idempotency ({where})",
-                      baseline=POWERTOOLS,
-                      rows=[Row(n, rates[n]) for n in (POWERTOOLS, POWERTOOLS_DIRECT, DEDUP, STORE)])
+    The proxy's own forwarding costs differ between machines (and with their load),
+    so its delay is set from a measured round trip, corrected a few times.
+    """
+    one_way_us = 0
+    for attempt in range(tries):
+        with DelayProxy(target_port, one_way_us=one_way_us) as proxy:
+            measured = _round_trip_us(redis.Redis(port=proxy.port), CALIBRATION_S)
+            if abs(measured - ping_us) <= 0.05 * ping_us or attempt == tries - 1:
+                yield proxy
+                return
+        one_way_us = max(0, round(one_way_us + (ping_us - measured) / 2))
 
 
 def run(quick: bool) -> list[Comparison]:
-    rounds, min_time_s, n_keys = (2, 0.05, 1_000) if quick else (5, 0.3, 20_000)
+    rounds, min_time_s, n_keys = (3, 0.05, 1_000) if quick else (9, 0.3, 20_000)
     with LocalRedis() as server, warnings.catch_warnings():
         # Powertools warns on every call outside Lambda (no remaining-time context)
         # and flags its Redis layer's name as deprecated (the class is unchanged).
         warnings.simplefilter("ignore")
-        version = redis.Redis.from_url(server.url).info("server")["redis_version"]
-        where = f"redis-server {version}, loopback, {_round_trip_us(server.url):.0f} us PING"
-        rates = _throughput(server.url, rounds, min_time_s)
-        footprint = _footprint(server.url, n_keys)
-        if not quick:
-            # The same contenders behind network latency: batching pays per round trip saved.
-            with DelayProxy(server.port, one_way_us=NETWORK_ONE_WAY_US) as proxy:
-                proxy_url = f"redis://127.0.0.1:{proxy.port}/0"
-                delayed_where = f"behind a delaying proxy, {_round_trip_us(proxy_url):.0f} us PING; no target"
-                delayed = _throughput(proxy_url, 3, min_time_s)
+        admin = redis.Redis.from_url(server.url)
+        version = admin.info("server")["redis_version"]
+        with _calibrated_proxy(server.port, TARGET_PING_US) as proxy:
+            proxied = f"redis://127.0.0.1:{proxy.port}/0"
+            delayed, meters = _throughput(proxied, "proxied", admin, rounds, min_time_s)
+        loopback, _ = _throughput(server.url, "loopback", admin, rounds, min_time_s)
+        footprint = _footprint(server.url, admin, n_keys)
 
-    vs_setnx = _vs_setnx(rates, where)
-    vs_setnx.target = "RedisStore claim+complete (batches of 10) >= 3x per-event SET NX"
-    vs_setnx.met = vs_setnx.ratio(STORE) >= 3
-    vs_powertools = _vs_powertools(rates, where)
-    vs_powertools.target = "RedisStore claim+complete (batches of 10) >= 10x Powertools idempotent_function"
-    vs_powertools.met = vs_powertools.ratio(STORE) >= 10
-    memory = Comparison(
-        f"Bytes per completed key (MEMORY USAGE, mean of {n_keys:,} keys, redis-server {version})",
-        baseline=PT_USAGE,
-        rows=[Row(n, footprint[n], "bytes", lower_is_better=True)
-              for n in (PT_USAGE, PLAIN_USAGE, PLAIN_USED, CHECKED_USAGE)],
-        target="<= 90 bytes per completed key (default prefix, no fingerprint)",
-    )
-    memory.met = footprint[PLAIN_USAGE] <= 90
-    out = [vs_setnx, vs_powertools, memory]
-    if not quick:
-        out += [_vs_setnx(delayed, delayed_where), _vs_powertools(delayed, delayed_where)]
-    return out
+    ping_us, script_us = delayed[PING], meters[STORE].script_us_per_batch()
+    limit = (f"two-round-trip limit: 2 x {ping_us:.0f} us PING + {script_us:.0f} us of scripts "
+             "per batch of 10")
+    rows = [Row(name, delayed[name], extra={**meters[name].columns(), MEMORY_USAGE: footprint[name][0],
+                                            USED_MEMORY: footprint[name][1]})
+            for name in (SET_NX, POWERTOOLS, POWERTOOLS_DIRECT, DEDUP, DEDUP_CHECKED, STORE)]
+    rows.append(Row(limit, BATCH * 1e6 / (2 * ping_us + script_us)))
+    judged = Comparison(
+        f"Redis behind a delaying proxy, {ping_us:.0f} us PING (redis-server {version}; medians of "
+        f"{rounds} interleaved rounds; bytes over {n_keys:,} keys)",
+        baseline=SET_NX, rows=rows)
+    judged.target_ratio(STORE, 10, POWERTOOLS, goal="RedisStore claim+complete >= 10x Powertools")
+    judged.target_ratio(STORE, 4, SET_NX, goal="RedisStore claim+complete >= 4x per-event SET NX")
+    judged.target_ratio(STORE, 0.85, limit, goal="RedisStore claim+complete >= 0.85x the 2-round-trip limit")
+    store_bytes = footprint[STORE][0]
+    judged.targets.append(Target(f"a completed RedisStore key <= {MAX_BYTES_PER_KEY} bytes (MEMORY USAGE)",
+                                 f"{store_bytes:.0f} B", store_bytes <= MAX_BYTES_PER_KEY))
+    context = Comparison(
+        f"For context, no target: the same on loopback, {loopback[PING]:.0f} us PING (round trips cost "
+        "about what the client's own work costs; ratios swing between runs)",
+        baseline=SET_NX,
+        rows=[Row(name, loopback[name]) for name in (SET_NX, POWERTOOLS, POWERTOOLS_DIRECT, DEDUP,
+                                                     DEDUP_CHECKED, STORE)])
+    return [judged, context]

@@ -1,8 +1,9 @@
 """Choosing a store: lifecycle speed of every backend, Redis memory per key, DynamoDB capacity per event.
 
 * Events/s of the full lifecycle (``claim`` then ``complete``, batches of 10
-  fresh keys) on memory, fakeredis, a real Redis, a real 3-master Redis Cluster
-  (all started here on loopback ports) and DynamoDB on moto's HTTP server.
+  fresh keys; the median of interleaved rounds) on memory, fakeredis, a real
+  Redis, a real 3-master Redis Cluster (all started here on loopback ports)
+  and DynamoDB on moto's HTTP server.
   Loopback has no network latency: against a remote Redis, count one round
   trip per phase (per node on a cluster) on top. moto is a simulator, far
   slower than DynamoDB, so its row says nothing about DynamoDB's speed; the
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import statistics
 from collections import Counter
@@ -27,7 +29,7 @@ from typing import Any
 
 import redis
 
-from benchmarks.harness import Comparison, Row, rate
+from benchmarks.harness import Comparison, Row, interleaved, rate
 from dedup.aws.embedded import EmbeddedAWS
 from dedup.clock import ManualClock
 from dedup.errors import ConfigurationError
@@ -89,11 +91,13 @@ def _stores(servers: dict[str, Any], table: str) -> list[tuple[str, WindowStore]
 
 
 def lifecycle_rates(servers: dict[str, Any], table: str, quick: bool, notes: list[str]) -> Comparison:
-    min_time_s, repeat = (0.1, 1) if quick else (0.5, 3)
-    rows = []
-    for name, store in _stores(servers, table):
-        with store:
-            rows.append(Row(name, rate(_lifecycle(store, name), min_time_s=min_time_s, repeat=repeat)))
+    min_time_s, rounds = (0.1, 1) if quick else (0.5, 3)
+    with contextlib.ExitStack() as stack:
+        steps = {name: _lifecycle(stack.enter_context(store), name)
+                 for name, store in _stores(servers, table)}
+        rates = interleaved({name: functools.partial(rate, step, min_time_s=min_time_s)
+                             for name, step in steps.items()}, rounds)
+    rows = [Row(name, value) for name, value in rates.items()]
     title = ("Lifecycle events/s per store (claim+complete, batches of 10); moto's speed is not "
              "DynamoDB's: see its capacity units per event instead")
     if notes:

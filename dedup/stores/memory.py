@@ -88,8 +88,9 @@ class MemoryStore(WindowStore):
             entry = [lease_deadline, (), 0]
             slide_deadline = now_ms + slide_ms
             for skey, token, fp in zip(skeys, tokens, fingerprints, strict=True):
-                rec = done.get(skey)
-                if rec is not None:
+                # ``in`` first: most keys are new, and a miss costs least that way.
+                if skey in done:
+                    rec = done[skey]
                     deadline, rec_fp = (rec, "") if rec.__class__ is int else rec
                     if deadline > now_ms:
                         if slide_ms:
@@ -97,10 +98,11 @@ class MemoryStore(WindowStore):
                             slid.append(skey)
                         append(ClaimOutcome(_DUPLICATE, rec_fp) if rec_fp else _DUPLICATE_BLANK)
                         continue
-                lease = leases.get(skey)
-                if lease is not None and lease[0] > now_ms:
-                    append(ClaimOutcome(_BUSY, lease[2]) if lease[2] else _BUSY_BLANK)
-                    continue
+                if skey in leases:
+                    lease = leases[skey]
+                    if lease[0] > now_ms:
+                        append(ClaimOutcome(_BUSY, lease[2]) if lease[2] else _BUSY_BLANK)
+                        continue
                 leases[skey] = (lease_deadline, token, fp, entry)
                 claimed.append(skey)
                 append(ClaimOutcome(_CLAIMED, fp) if fp else _CLAIMED_BLANK)
@@ -122,19 +124,23 @@ class MemoryStore(WindowStore):
             self._expire(now_ms)
             deadline = now_ms + window_ms
             for skey, token, fp in owned:
-                rec = done.get(skey)
-                if rec is not None and (rec if rec.__class__ is int else rec[0]) > now_ms:
-                    append(False)  # someone else completed it
-                    continue
                 lease = leases.get(skey)
+                # Our live lease, the usual case: no live completed record exists beside a live
+                # lease (a claim that finds one reports DUPLICATE), so none is looked up.
+                mine = lease is not None and lease[1] == token and lease[0] > now_ms
+                if not mine:
+                    rec = done.get(skey)
+                    if rec is not None and (rec if rec.__class__ is int else rec[0]) > now_ms:
+                        append(False)  # someone else completed it
+                        continue
+                    if lease is not None and lease[0] > now_ms:
+                        append(False)  # someone else holds it
+                        continue
                 if lease is not None:
-                    if lease[0] > now_ms:
-                        if lease[1] != token:
-                            append(False)  # someone else holds it
-                            continue
-                        fp = lease[2]
                     del leases[skey]
                     lease[3][_HELD] -= 1
+                    if mine:
+                        fp = lease[2]
                 done[skey] = (deadline, fp) if fp else deadline
                 completed.append(skey)
                 append(True)
@@ -188,12 +194,15 @@ class MemoryStore(WindowStore):
                     lease = leases.get(skey)
                     if lease is not None and lease[0] <= now_ms:
                         del leases[skey]
+        pop = done.pop
         for queue in self._done_queues.values():
             while queue and queue[0][0] <= now_ms:
                 for skey in queue.popleft()[1]:
-                    rec = done.get(skey)
-                    if rec is not None and (rec if rec.__class__ is int else rec[0]) <= now_ms:
-                        del done[skey]
+                    # One lookup for the usual expired record; a live one (slid, or completed
+                    # again since) goes back.
+                    rec = pop(skey, None)
+                    if rec is not None and (rec if rec.__class__ is int else rec[0]) > now_ms:
+                        done[skey] = rec
 
     def _bound(self) -> None:
         done = self._done
