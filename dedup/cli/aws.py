@@ -259,15 +259,11 @@ def _teardown(args: argparse.Namespace) -> int:
 
 def _table_name(store: str | None) -> str | None:
     """The table of a ``dynamodb://TABLE[?region=...]`` store, None for any other store."""
-    from urllib.parse import urlsplit
+    from dedup.stores.dynamodb import table_of
 
     if not store or not store.startswith("dynamodb://"):
         return None
-    parts = urlsplit(store)
-    table = parts.netloc or parts.path.lstrip("/")
-    if not table:
-        raise ConfigurationError(f"expected dynamodb://TABLE, got {store!r}")
-    return table
+    return table_of(store)
 
 
 def _produce(args: argparse.Namespace) -> int:

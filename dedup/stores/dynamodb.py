@@ -425,6 +425,15 @@ def _wait_for(client: Any, table_name: str, done: Callable[[dict | None], bool],
 # ---- dynamodb://TABLE -------------------------------------------------------
 
 
+def table_of(spec: str) -> str:
+    """The table named by ``dynamodb://TABLE[?...]``; one parse for the store and for ``provision``."""
+    parts = urlsplit(spec)
+    table = parts.netloc or parts.path.lstrip("/")
+    if parts.scheme != "dynamodb" or not table:
+        raise ConfigurationError(f"expected dynamodb://TABLE, got {spec!r}")
+    return table
+
+
 def from_url(spec: str, *, clock: Clock | None = None, prefix: str = DEFAULT_PREFIX) -> DynamoDBStore:
     """Open ``dynamodb://TABLE[?region=REGION][&max_clock_skew_s=S]`` with boto3's default configuration.
 
@@ -435,11 +444,8 @@ def from_url(spec: str, *, clock: Clock | None = None, prefix: str = DEFAULT_PRE
     from botocore.config import Config
     from botocore.exceptions import NoRegionError
 
-    parts = urlsplit(spec)
-    table = parts.netloc or parts.path.lstrip("/")
-    if parts.scheme != "dynamodb" or not table:
-        raise ConfigurationError(f"expected dynamodb://TABLE, got {spec!r}")
-    query = parse_qs(parts.query)
+    table = table_of(spec)
+    query = parse_qs(urlsplit(spec).query)
     region = query.get("region", [None])[0]
     try:
         skew_s = float(query.get("max_clock_skew_s", [DEFAULT_MAX_CLOCK_SKEW_S])[0])
