@@ -7,6 +7,7 @@ only what a test names, so the rest of the path stays real.
 from __future__ import annotations
 
 import copy
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -113,3 +114,10 @@ def distinct_events(n: int) -> list[dict[str, Any]]:
             event["detail"]["payload"]["ContactID"] += i
         out.append(event)
     return out
+
+
+def row(output: str, label: str) -> str:
+    """The value printed after ``label`` in a command's summary table."""
+    match = re.search(rf"^{re.escape(label)}\s+(.+)$", output, re.MULTILINE)
+    assert match, f"no row {label!r} in:\n{output}"
+    return match.group(1).strip()

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
 import pytest
+from aws_support import row
 
 from dedup.cli import main
 
 pytestmark = pytest.mark.aws
 
 COMMANDS = ("aws-server", "provision", "teardown", "produce", "consume", "demo")
-
-
-def row(output: str, label: str) -> str:
-    """The value printed after ``label`` in a summary table."""
-    match = re.search(rf"^{re.escape(label)}\s+(.+)$", output, re.MULTILINE)
-    assert match, f"no row {label!r} in:\n{output}"
-    return match.group(1).strip()
 
 
 @pytest.mark.parametrize("command", COMMANDS)

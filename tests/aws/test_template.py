@@ -9,12 +9,12 @@ structurally here and by cfn-lint, and on the stack ``provision`` makes, which a
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Any
 
 import pytest
 import yaml
+from aws_support import row
 from cfnlint.api import ManualArgs, lint
 
 from dedup.aws.resources import LambdaConsumer
@@ -233,11 +233,11 @@ def test_produce_and_consume_reconcile_on_the_deployed_template(aws, monkeypatch
     store = f"dynamodb://{config.table_name}"
     assert main(["produce", "--name", config.name, "--events", "30", "--publish-retries", "6",
                  "--delivery-duplicates", "4", "--seed", "13"]) == 0
-    assert _row(capsys.readouterr().out, "messages expected on the queue") == "40"
+    assert row(capsys.readouterr().out, "messages expected on the queue") == "40"
     assert main(["consume", "--name", config.name, "--store", store, "--max-messages", "40",
                  "--max-idle-s", "2", "--wait-time-s", "1"]) == 0
     out = capsys.readouterr().out
-    assert [_row(out, label) for label in ("received", "processed", "duplicates", "deleted")] == [
+    assert [row(out, label) for label in ("received", "processed", "duplicates", "deleted")] == [
         "40", "30", "10", "40"]
     handles = find_stack(aws, config)
     sqs = aws.client("sqs")
@@ -293,18 +293,12 @@ def test_provision_with_a_dynamodb_store_creates_the_table_and_teardown_removes_
     store = f"dynamodb://{name}-window"
     assert main(["provision", "--name", name, "--store", store, "--print-policies"]) == 0
     out = capsys.readouterr().out
-    table_arn = _row(out, "table_arn")
+    table_arn = row(out, "table_arn")
     assert table_arn.endswith(f":table/{name}-window")
     assert f'"Resource": "{table_arn}"' in out and '"dynamodb:PutItem"' in out
     assert main(["teardown", "--name", name, "--store", store]) == 0
     assert f"table {name}-window" in capsys.readouterr().out
     assert f"{name}-window" not in aws.client("dynamodb").list_tables()["TableNames"]
-
-
-def _row(output: str, label: str) -> str:
-    match = re.search(rf"^{re.escape(label)}\s+(.+)$", output, re.MULTILINE)
-    assert match, f"no row {label!r} in:\n{output}"
-    return match.group(1).strip()
 
 
 def _zip(files: dict[str, str]) -> bytes:
