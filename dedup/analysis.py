@@ -38,8 +38,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-import pandas as pd
+from dedup.extras import needs_extras
+
+with needs_extras():  # the analytics need dedup[workbench]; say so in one line
+    import numpy as np
+    import pandas as pd
 
 from dedup.clock import ManualClock
 from dedup.keys import ContentFingerprint, KeyStrategy

@@ -31,6 +31,8 @@ EXTRA_OF: dict[str, str] = {
     "ipywidgets": "workbench",
     "moto": "workbench",
     "fakeredis": "workbench",
+    "duckdb": "workbench",
+    "numba": "workbench",
     "pytest": "test",
     "hypothesis": "test",
     "cfnlint": "test",

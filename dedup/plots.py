@@ -19,10 +19,13 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.ticker import EngFormatter, FuncFormatter, NullFormatter
+from dedup.extras import needs_extras
+
+with needs_extras():  # figures need dedup[workbench]; say so in one line
+    import numpy as np
+    import pandas as pd
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter, FuncFormatter, NullFormatter
 
 from dedup.analysis import duration_label
 

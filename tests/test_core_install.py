@@ -137,3 +137,14 @@ def test_the_lambda_zip_alone_runs_the_lambda_entry_in_a_clean_interpreter(tmp_p
     _check_lambda_entry(report, stores)
     assert report["installed"] == report["loaded"] == []
 
+
+
+@pytest.mark.parametrize("module", ["dedup.analysis", "dedup.plots"])
+def test_importing_the_analytics_without_the_workbench_extra_names_the_extra(core_venv, module):
+    python, _ = core_venv
+    done = subprocess.run([python, "-I", "-c", f"import {module}"], capture_output=True, text=True,
+                          timeout=60, cwd=python.parent)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "dedup.extras.MissingExtraError: dedup[workbench] is not installed: "
+        "pip install 'dedup[workbench]' (needed for numpy)")
