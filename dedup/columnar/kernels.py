@@ -19,6 +19,10 @@ from numba import njit
 #: ``slot`` of a message without a key, and of a keyed message whose key is seen once.
 UNKEYED = -2
 SINGLE = -1
+#: Per-window flag bits of a repeated-key sighting: suppressed; its record's deadline counts.
+DUP = 1
+END = 2
+_NEVER = np.iinfo(np.int64).max
 
 
 @njit(cache=True, nogil=True)
@@ -28,8 +32,9 @@ def key_groups(order: np.ndarray, codes: np.ndarray, t: np.ndarray
 
     ``order`` sorts ``codes`` stably (unkeyed rows, code -1, first). Returns
     ``t_m``, ``first_m`` (a key's first sighting) and ``pos_m`` (the sighting's
-    rank in row order) by key; ``rows_r``, those rows in row order; and
-    ``slot``, per message its rank in ``rows_r``, else :data:`UNKEYED` or :data:`SINGLE`.
+    rank in row order) by key; ``rows_r``, those rows in row order followed
+    by a sentinel ``n`` (no row); and ``slot``, per message its rank in
+    ``rows_r``, else :data:`UNKEYED` or :data:`SINGLE`.
     """
     n = len(codes)
     slot = np.empty(n, dtype=np.int32)
@@ -48,7 +53,8 @@ def key_groups(order: np.ndarray, codes: np.ndarray, t: np.ndarray
             for g in range(j, k):
                 slot[order[g]] = 0  # marked; numbered in row order below
         j = k
-    rows_r = np.empty(m, dtype=np.int32)
+    rows_r = np.empty(m + 1, dtype=np.int32)
+    rows_r[m] = n
     c = 0
     for i in range(n):
         if slot[i] >= 0:
@@ -113,78 +119,168 @@ def truth_groups(order: np.ndarray, logical: np.ndarray, slot: np.ndarray, m: in
 
 @njit(cache=True, nogil=True)
 def duplicates(t_m: np.ndarray, first_m: np.ndarray, pos_m: np.ndarray, window_ms: int, sliding: bool
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Per repeated-key sighting, in row order: suppressed, and whether its record's deadline counts.
+               ) -> np.ndarray:
+    """Per repeated-key sighting, in row order: :data:`DUP` if suppressed, :data:`END` if its deadline counts.
 
     Fixed: a sighting is processed when it comes at least a window after the
     last processed sighting of its key (the first of a key always is), and
     each processed sighting writes a record expiring a window later. Sliding:
     a sighting is suppressed when it comes within a window of the previous
-    one; a record ends at a key's last sighting before a gap of a window or more.
+    one; a record ends at a key's last sighting before a gap of a window or
+    more. One flag more, 0, follows as a sentinel (see :func:`key_groups`).
     """
     m = len(t_m)
-    dup = np.empty(m, dtype=np.bool_)
-    end = np.empty(m, dtype=np.bool_)
+    flags = np.zeros(m + 1, dtype=np.uint8)
     last = 0
     for j in range(m):
-        p = pos_m[j]
         if sliding:
-            dup[p] = not first_m[j] and t_m[j] - t_m[j - 1] < window_ms
-            end[p] = j + 1 == m or first_m[j + 1] or t_m[j + 1] - t_m[j] >= window_ms
+            dup = not first_m[j] and t_m[j] - t_m[j - 1] < window_ms
+            end = j + 1 == m or first_m[j + 1] or t_m[j + 1] - t_m[j] >= window_ms
         else:
-            processed = first_m[j] or t_m[j] - last >= window_ms
-            if processed:
+            end = first_m[j] or t_m[j] - last >= window_ms
+            if end:
                 last = t_m[j]
-            dup[p] = not processed
-            end[p] = processed
-    return dup, end
+            dup = not end
+        flags[pos_m[j]] = DUP * dup + END * end
+    return flags
 
 
 @njit(cache=True, nogil=True)
-def live_keys(t: np.ndarray, keyed: np.ndarray, rows_r: np.ndarray, dup_r: np.ndarray, end_r: np.ndarray,
-              window_ms: int) -> tuple[int, int]:
-    """Peak and sum over messages of the records live after each message.
-
-    A keyed message writes a record unless suppressed (``dup_r``, for the rows
-    ``rows_r``); a record's deadline is its message's time plus the window,
-    counted for every keyed message outside ``rows_r`` and where ``end_r`` says
-    so inside. Deadlines come in row order, so a second cursor follows them: a
-    record is gone once a message arrives at or after its deadline.
-    """
-    n = len(t)
-    m = len(rows_r)
-    started = 0
-    ended = 0
-    peak = 0
-    total = 0
-    p = 0  # next repeated-key sighting, for the message i
-    j = 0  # next message whose deadline may not have passed
-    q = 0  # next repeated-key sighting at or after j
-    for i in range(n):
-        if p < m and rows_r[p] == i:
-            started += not dup_r[p]
-            p += 1
+def _first_after(t: np.ndarray, x: int) -> int:
+    """The first row whose time is after ``x`` (binary search)."""
+    lo, hi = 0, len(t)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if t[mid] <= x:
+            lo = mid + 1
         else:
-            started += keyed[i]
+            hi = mid
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def _flags(keyed: np.ndarray, rows_r: np.ndarray, flags_r: np.ndarray, i: int, p: int) -> tuple[int, int]:
+    """Message ``i``'s :data:`DUP` / :data:`END` bits and whether it is ``rows_r[p]`` (without a branch)."""
+    repeated = np.int64(rows_r[p] == i)
+    return repeated * flags_r[p] + (1 - repeated) * END * np.int64(keyed[i]), repeated
+
+
+@njit(cache=True, nogil=True)
+def live_keys(t: np.ndarray, keyed: np.ndarray, rows_r: np.ndarray, flags_r: np.ndarray, window_ms: int,
+              lo: int, hi: int, buffer_rows: int = 0) -> tuple[int, int, int, int, int]:
+    """The live records after each message of rows ``lo``..``hi``-1, up to an offset the caller adds.
+
+    A keyed message writes a record unless it is flagged :data:`DUP`; a
+    record's deadline is its message's time plus the window, counted for
+    keyed messages outside ``rows_r`` and for those flagged :data:`END`. A
+    record is gone once a message arrives at or after its deadline; deadlines
+    come in row order, so they queue in a buffer as small as the records pending.
+
+    Rows before ``k`` (the first row within a window before message ``lo``)
+    have passed their deadlines by ``lo``; this counts records started from
+    ``lo`` minus deadlines passed from ``k``, so the true count after message
+    ``i`` is this plus (records started before ``lo``) minus (deadlines before
+    ``k``). Returns the peak and sum of the counts here, the records started,
+    the deadlines among rows ``k``..``lo``-1 and among ``lo``..``hi``-1.
+    ``buffer_rows``: the buffer's first size (0: enough for the deadlines a
+    window holds on average).
+    """
+    k = _first_after(t, t[lo] - window_ms) if lo < hi else lo
+    n = len(t)
+    span_ms = t[n - 1] - t[0] + 1 if n else 1
+    pending = n if window_ms >= span_ms else n * (window_ms / span_ms)  # deadlines pending, about
+    buffer_rows = buffer_rows or min(n, int(1.25 * pending) + 65_536)  # grown if need be
+    buffer = np.empty(buffer_rows + 2, dtype=np.int64)
+    state = np.zeros(_STATE, dtype=np.int64)
+    state[_P] = np.searchsorted(rows_r, k)
+    state[_I] = k
+    while state[_I] < lo:  # rows k..lo-1: deadlines pending at lo, no message counted
+        _queue(t, keyed, rows_r, flags_r, window_ms, lo, buffer, state)
+        buffer = _room(buffer, state)
+    ends_before = state[_TAIL] + state[_DROPPED]
+    state[_PEAK] = -_NEVER
+    while state[_I] < hi:
+        _run(t, keyed, rows_r, flags_r, window_ms, hi, buffer, state)
+        buffer = _room(buffer, state)
+    return (state[_PEAK], state[_TOTAL], state[_STARTED], ends_before,
+            state[_TAIL] + state[_DROPPED] - ends_before)
+
+
+# The state of :func:`live_keys` between runs of :func:`_run` (indices into one int64 array).
+_I, _P, _HEAD, _TAIL, _DROPPED, _STARTED, _PEAK, _TOTAL, _STATE = range(9)
+
+
+@njit(cache=True, nogil=True)
+def _run(t: np.ndarray, keyed: np.ndarray, rows_r: np.ndarray, flags_r: np.ndarray, window_ms: int, stop: int,
+         buffer: np.ndarray, state: np.ndarray) -> None:
+    """Messages from ``state[_I]`` up to ``stop`` or until ``buffer`` is full (its last cell: the sentinel).
+
+    Deadlines ``buffer[head:tail]`` are pending. The loop keeps ``buffer``
+    fixed (growing it is :func:`_room`'s), which keeps it fast.
+    """
+    i0, p, head, tail = state[_I], state[_P], state[_HEAD], state[_TAIL]
+    started, peak, total, dropped = state[_STARTED], state[_PEAK], state[_TOTAL], state[_DROPPED]
+    end = min(stop, i0 + len(buffer) - 1 - tail)  # a message queues one deadline at most
+    buffer[tail] = _NEVER  # the scan for passed deadlines stops there without a bounds check
+    for i in range(i0, end):
+        repeated = np.int64(rows_r[p] == i)
+        f = repeated * flags_r[p] + (1 - repeated) * END * np.int64(keyed[i])
+        p += repeated
         ti = t[i]
-        while j < n:
-            repeated = q < m and rows_r[q] == j
-            counts = end_r[q] if repeated else keyed[j]
-            if counts and t[j] + window_ms > ti:
-                break
-            ended += counts
-            q += repeated
-            j += 1
-        live = started - ended
+        started += keyed[i] & (1 - (f & DUP))
+        head += buffer[head] <= ti  # most messages pass a deadline or two: no branch to mispredict
+        head += buffer[head] <= ti
+        while buffer[head] <= ti:
+            head += 1
+        live = started - dropped - head
         peak = max(peak, live)
         total += live
-    return peak, total
+        buffer[tail] = ti + window_ms
+        tail += f >> 1
+        buffer[tail] = _NEVER
+    state[_I], state[_P], state[_HEAD], state[_TAIL] = end, p, head, tail
+    state[_STARTED], state[_PEAK], state[_TOTAL] = started, peak, total
 
 
 @njit(cache=True, nogil=True)
-def classify(dup_r: np.ndarray, single_r: np.ndarray, truth_slot: np.ndarray, truth_first: np.ndarray
+def _queue(t: np.ndarray, keyed: np.ndarray, rows_r: np.ndarray, flags_r: np.ndarray, window_ms: int,
+           stop: int, buffer: np.ndarray, state: np.ndarray) -> None:
+    """:func:`_run` without counting: only the deadlines of rows up to ``stop`` join the buffer."""
+    i0, p, tail = state[_I], state[_P], state[_TAIL]
+    end = min(stop, i0 + len(buffer) - 1 - tail)
+    for i in range(i0, end):
+        repeated = np.int64(rows_r[p] == i)
+        f = repeated * flags_r[p] + (1 - repeated) * END * np.int64(keyed[i])
+        p += repeated
+        buffer[tail] = t[i] + window_ms
+        tail += f >> 1
+    state[_I], state[_P], state[_TAIL] = end, p, tail
+
+
+@njit(cache=True, nogil=True)
+def _room(buffer: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """``buffer`` with room for a quarter of it: as is, its pending deadlines moved down, or twice as large.
+
+    Moving down happens once at least half the deadlines queued have passed,
+    so each deadline is copied a bounded number of times on average.
+    """
+    head, tail = state[_HEAD], state[_TAIL]
+    if tail < len(buffer) - 1 - len(buffer) // 4:
+        return buffer
+    pending = tail - head
+    grown = buffer if head >= pending else np.empty(2 * len(buffer), dtype=buffer.dtype)
+    for x in range(pending):  # forward: in place, the pending move down
+        grown[x] = buffer[head + x]
+    state[_DROPPED] += head
+    state[_HEAD] = 0
+    state[_TAIL] = pending
+    return grown
+
+
+@njit(cache=True, nogil=True)
+def classify(flags_r: np.ndarray, single_r: np.ndarray, truth_slot: np.ndarray, truth_first: np.ndarray
              ) -> tuple[int, int, int]:
-    """Caught, leaked and false drops under the suppressions ``dup_r``.
+    """Caught, leaked and false drops under the suppressions (:data:`DUP`) of ``flags_r``.
 
     ``truth_slot`` lists the copies of events delivered more than once,
     grouped by event, each group in arrival order (``truth_first`` opens a
@@ -195,14 +291,14 @@ def classify(dup_r: np.ndarray, single_r: np.ndarray, truth_slot: np.ndarray, tr
     caught = 0
     leaked = 0
     false_drops = 0
-    for j in range(len(dup_r)):
-        false_drops += dup_r[j] and single_r[j]
+    for j in range(len(single_r)):
+        false_drops += (flags_r[j] & DUP) * single_r[j]
     done = 0
     for j in range(len(truth_slot)):
         if truth_first[j]:
             done = 0
         s = truth_slot[j]
-        if s >= 0 and dup_r[s]:
+        if s >= 0 and flags_r[s] & DUP:
             if done > 0:
                 caught += 1
             else:

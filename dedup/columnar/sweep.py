@@ -2,14 +2,16 @@
 
 :class:`ColumnarSweep` prepares a dump's keys once (grouping sightings by key
 and copies by event: two sorts), after which a window costs a pass over the
-messages in compiled loops (:mod:`dedup.columnar.kernels`): tens of
-milliseconds at ten million messages, which is what a slider needs. Every
-metric equals :class:`dedup.analysis.SweepEngine`'s and a replay through the
-:class:`~dedup.service.Deduplicator` (the tests check both).
+sightings of repeated keys and one over the messages for the live keys, in
+compiled loops (:mod:`dedup.columnar.kernels`) that a slider's window splits
+over every core and a sweep runs a window per core. Every metric equals
+:class:`dedup.analysis.SweepEngine`'s and a replay through the
+:class:`~dedup.service.Deduplicator` (the tests check both, and a plain model).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +72,7 @@ class ColumnarSweep:
         self.n_keyed = int(self.keyed.sum())
         order = np.argsort(codes, kind="stable")  # by key, then arrival; unkeyed (-1) first
         self.t_m, self.first_m, self.pos_m, self.rows_r, slot = kernels.key_groups(order, codes, t)
+        self.m = len(self.t_m)  # sightings of repeated keys (rows_r has a sentinel more)
         del order
         self._truth(keys, slot)
 
@@ -84,11 +87,11 @@ class ColumnarSweep:
         logical = np.ascontiguousarray(keys.logical_id)
         order = np.argsort(logical, kind="stable")  # by event, then arrival
         self.truth_slot, self.truth_first, self.single_r = kernels.truth_groups(order, logical, slot,
-                                                                                len(self.rows_r))
+                                                                                self.m)
 
     # ---- per window -------------------------------------------------------------
 
-    def _duplicates(self, window_ms: int, mode: WindowMode) -> tuple[np.ndarray, np.ndarray]:
+    def _flags(self, window_ms: int, mode: WindowMode) -> np.ndarray:
         if mode not in ("fixed", "sliding"):
             raise ValueError(f"mode must be 'fixed' or 'sliding', got {mode!r}")
         return kernels.duplicates(self.t_m, self.first_m, self.pos_m, window_ms, mode == "sliding")
@@ -96,33 +99,62 @@ class ColumnarSweep:
     def outcomes(self, window_s: float, mode: WindowMode = "fixed") -> np.ndarray:
         """Per-message outcome codes (into :data:`dedup.analysis.OUTCOMES`) under one window."""
         out = np.where(self.keyed, PROCESSED, MISSING_KEY).astype(np.int8)
-        dup_r, _ = self._duplicates(duration_ms(window_s, "window_s"), mode)
-        out[self.rows_r[dup_r]] = DUPLICATE
+        flags_r = self._flags(duration_ms(window_s, "window_s"), mode)
+        out[self.rows_r[np.flatnonzero(flags_r & kernels.DUP)]] = DUPLICATE
         return out
 
-    def metrics(self, window_s: float, mode: WindowMode = "fixed", *, live: bool = True) -> dict[str, Any]:
+    def _live_keys(self, flags_r: np.ndarray, window_ms: int, chunks: int) -> tuple[int, int]:
+        """Peak and sum over messages of the live records: ``chunks`` runs of rows on as many threads."""
+        bounds = np.linspace(0, self.n, max(1, min(chunks, self.n)) + 1).astype(np.int64)
+
+        def run(lo: int, hi: int) -> tuple[int, int, int, int, int]:
+            return kernels.live_keys(self.t, self.keyed, self.rows_r, flags_r, window_ms, int(lo), int(hi))
+
+        if len(bounds) == 2:
+            parts = [run(0, self.n)]
+        else:
+            with ThreadPoolExecutor(len(bounds) - 1) as pool:
+                parts = list(pool.map(run, bounds[:-1], bounds[1:]))
+        # A run counts from zero; before it, ``started`` records began and ``ended`` deadlines passed
+        # (all deadlines of rows before its first row's window start, and none after).
+        peak = total = started = ended = 0
+        for (lo, hi), (run_peak, run_total, run_started, ends_in_window, ends) in zip(
+                itertools.pairwise(bounds), parts, strict=True):
+            offset = started - (ended - ends_in_window)
+            if hi > lo:
+                peak = max(peak, run_peak + offset)
+            total += run_total + (hi - lo) * offset
+            started += run_started
+            ended += ends
+        return peak, total
+
+    def metrics(self, window_s: float, mode: WindowMode = "fixed", *, live: bool = True,
+                chunks: int | None = None) -> dict[str, Any]:
         """The row :func:`dedup.analysis.sweep` gives this window (memory priced by the store).
 
         ``live=False`` leaves the live keys and memory out (None): the outcome
         counts alone cost a pass over repeated keys only, not over every message.
+        The live keys are counted over ``chunks`` runs of messages on as many
+        threads (default :attr:`workers`: a slider's one window uses every core).
         """
+        chunks = chunks or self.workers
         window_ms = duration_ms(window_s, "window_s")
-        dup_r, end_r = self._duplicates(window_ms, mode)
-        n_dup = int(np.count_nonzero(dup_r))
+        flags_r = self._flags(window_ms, mode)
+        n_dup = int(np.count_nonzero(flags_r & kernels.DUP))
         metrics: dict[str, Any] = {
             "key": self.keys.strategy, "mode": mode, "window_s": float(window_s),
             "messages": self.n, "unkeyed": self.n - self.n_keyed,
             "processed": self.n_keyed - n_dup, "suppressed": n_dup,
         }
         if self.has_truth:
-            caught, leaked, false_drops = kernels.classify(dup_r, self.single_r, self.truth_slot,
+            caught, leaked, false_drops = kernels.classify(flags_r, self.single_r, self.truth_slot,
                                                            self.truth_first)
             metrics.update(duplicates=self.duplicates, keyed_duplicates=self.keyed_duplicates, caught=caught,
                            leaked=leaked, false_drops=false_drops,
                            caught_pct=_pct(caught, self.keyed_duplicates))
         metrics["peak_live_keys"] = metrics["mean_live_keys"] = None
         if live:
-            peak, total = kernels.live_keys(self.t, self.keyed, self.rows_r, dup_r, end_r, window_ms)
+            peak, total = self._live_keys(flags_r, window_ms, chunks)
             metrics["peak_live_keys"] = int(peak)
             metrics["mean_live_keys"] = int(total) / self.n if self.n else 0.0
         _add_memory(metrics, self.memory_store)
@@ -136,7 +168,7 @@ class ColumnarSweep:
         """
         bar = progress_bar(len(windows), progress, f"sweep {self.keys.strategy[:30]}", unit="window")
         def one(window_s: float) -> dict[str, Any]:
-            row = self.metrics(window_s, mode, live=live)
+            row = self.metrics(window_s, mode, live=live, chunks=1)
             bar.update(1)
             return row
 
