@@ -79,6 +79,20 @@ def key_groups(order: np.ndarray, codes: np.ndarray, t: np.ndarray
 
 
 @njit(cache=True, nogil=True)
+def digests_collide(order: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> bool:
+    """Whether two keyed rows (``hi`` >= 0) share ``hi`` but not ``lo``; ``order`` sorts ``hi``.
+
+    Reads through ``order`` rather than gathering sorted copies of both halves
+    (at 100M messages, 1.6 GB of temporaries less).
+    """
+    for j in range(1, len(order)):
+        a, b = order[j - 1], order[j]
+        if hi[b] >= 0 and hi[a] == hi[b] and lo[a] != lo[b]:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
 def truth_groups(order: np.ndarray, logical: np.ndarray, slot: np.ndarray, m: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Copies of events delivered more than once, by event, and which repeated-key sightings are lone events.

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dedup.analysis import DUPLICATE, MISSING_KEY, PROCESSED
 from dedup.columnar import ColumnarSweep, KeyColumns, kernels
+from dedup.columnar.derive import number_keys
 
 
 def model(t: list[int], codes: list[int], logical: list[int], kind: list[int], window_ms: int, mode: str
@@ -109,3 +110,15 @@ def test_live_keys_are_the_same_when_the_deadline_buffer_must_move_and_grow(dump
     for lo, hi in itertools.pairwise(cuts):
         args = (sweep.t, sweep.keyed, sweep.rows_r, flags, window_ms, lo, hi)
         assert kernels.live_keys(*args, buffer_rows) == kernels.live_keys(*args)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.tuples(st.integers(-1, 4), st.integers(0, 2)), max_size=40))
+def test_key_codes_are_equal_exactly_when_both_digest_halves_are(pairs):
+    hi = np.array([h for h, _ in pairs], np.int64)
+    lo = np.array([lo if h >= 0 else -1 for h, lo in pairs], np.int64)
+    codes = number_keys(hi, lo)
+    assert ((codes < 0) == (hi < 0)).all()
+    for i, j in itertools.combinations(range(len(pairs)), 2):
+        if hi[i] >= 0 and hi[j] >= 0:
+            assert (codes[i] == codes[j]) == (hi[i] == hi[j] and lo[i] == lo[j])
