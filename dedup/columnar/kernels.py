@@ -93,6 +93,31 @@ def digests_collide(order: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> bool:
 
 
 @njit(cache=True, nogil=True)
+def repeat_gaps(order: np.ndarray, codes: np.ndarray, t: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """Distinct keys, keys seen more than once, and each repeat's gap (ms) to its key's previous sighting.
+
+    ``order`` sorts ``codes`` stably (unkeyed rows, code -1, first).
+    """
+    n = len(codes)
+    j = 0
+    while j < n and codes[order[j]] < 0:
+        j += 1
+    distinct = 0
+    repeated = 0
+    for g in range(j, n):
+        if g == j or codes[order[g]] != codes[order[g - 1]]:
+            distinct += 1
+            repeated += g + 1 < n and codes[order[g + 1]] == codes[order[g]]
+    gaps = np.empty(n - j - distinct, dtype=np.int64)
+    c = 0
+    for g in range(j + 1, n):
+        if codes[order[g]] == codes[order[g - 1]]:
+            gaps[c] = t[order[g]] - t[order[g - 1]]
+            c += 1
+    return distinct, repeated, gaps
+
+
+@njit(cache=True, nogil=True)
 def truth_groups(order: np.ndarray, logical: np.ndarray, slot: np.ndarray, m: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Copies of events delivered more than once, by event, and which repeated-key sightings are lone events.

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from dedup.analysis import DUPLICATE, MISSING_KEY, PROCESSED
 from dedup.columnar import ColumnarSweep, KeyColumns, kernels
 from dedup.columnar.derive import number_keys
+from dedup.columnar.repeats import repeat_summary
 
 
 def model(t: list[int], codes: list[int], logical: list[int], kind: list[int], window_ms: int, mode: str
@@ -122,3 +123,26 @@ def test_key_codes_are_equal_exactly_when_both_digest_halves_are(pairs):
     for i, j in itertools.combinations(range(len(pairs)), 2):
         if hi[i] >= 0 and hi[j] >= 0:
             assert (codes[i] == codes[j]) == (hi[i] == hi[j] and lo[i] == lo[j])
+
+
+@settings(max_examples=200, deadline=None)
+@given(dump=dumps())
+def test_the_repeat_summary_counts_keys_and_gaps_as_a_walk_through_the_messages_does(dump):
+    last: dict[int, int] = {}
+    seen_again: set[int] = set()
+    gaps_s = []
+    for ti, code in zip(dump["t"], dump["codes"], strict=True):
+        if code < 0:
+            continue
+        if code in last:
+            gaps_s.append((ti - last[code]) / 1000.0)
+            seen_again.add(code)
+        last[code] = ti
+    row = repeat_summary(KeyColumns("k", np.array(dump["t"], np.int64), np.array(dump["codes"], np.int64)))
+    n = len(dump["t"])
+    assert (row["messages"], row["distinct_keys"], row["repeated_keys"], row["repeats"]) == (
+        n, len(last), len(seen_again), len(gaps_s))
+    if gaps_s:
+        assert row["gap_p50_s"] == np.quantile(gaps_s, 0.5) and row["gap_max_s"] == max(gaps_s)
+    else:
+        assert np.isnan(row["gap_max_s"])
