@@ -23,6 +23,8 @@ SINGLE = -1
 DUP = 1
 END = 2
 _NEVER = np.iinfo(np.int64).max
+# The state of :func:`live_keys` between runs of :func:`_run` (indices into one int64 array).
+_I, _P, _HEAD, _TAIL, _DROPPED, _STARTED, _PEAK, _TOTAL, _STATE = range(9)
 
 
 @njit(cache=True, nogil=True)
@@ -245,10 +247,6 @@ def live_keys(t: np.ndarray, keyed: np.ndarray, rows_r: np.ndarray, flags_r: np.
             state[_TAIL] + state[_DROPPED] - ends_before)
 
 
-# The state of :func:`live_keys` between runs of :func:`_run` (indices into one int64 array).
-_I, _P, _HEAD, _TAIL, _DROPPED, _STARTED, _PEAK, _TOTAL, _STATE = range(9)
-
-
 @njit(cache=True, nogil=True)
 def _run(t: np.ndarray, keyed: np.ndarray, rows_r: np.ndarray, flags_r: np.ndarray, window_ms: int, stop: int,
          buffer: np.ndarray, state: np.ndarray) -> None:
@@ -262,8 +260,7 @@ def _run(t: np.ndarray, keyed: np.ndarray, rows_r: np.ndarray, flags_r: np.ndarr
     end = min(stop, i0 + len(buffer) - 1 - tail)  # a message queues one deadline at most
     buffer[tail] = _NEVER  # the scan for passed deadlines stops there without a bounds check
     for i in range(i0, end):
-        repeated = np.int64(rows_r[p] == i)
-        f = repeated * flags_r[p] + (1 - repeated) * END * np.int64(keyed[i])
+        f, repeated = _flags(keyed, rows_r, flags_r, i, p)
         p += repeated
         ti = t[i]
         started += keyed[i] & (1 - (f & DUP))
@@ -288,8 +285,7 @@ def _queue(t: np.ndarray, keyed: np.ndarray, rows_r: np.ndarray, flags_r: np.nda
     i0, p, tail = state[_I], state[_P], state[_TAIL]
     end = min(stop, i0 + len(buffer) - 1 - tail)
     for i in range(i0, end):
-        repeated = np.int64(rows_r[p] == i)
-        f = repeated * flags_r[p] + (1 - repeated) * END * np.int64(keyed[i])
+        f, repeated = _flags(keyed, rows_r, flags_r, i, p)
         p += repeated
         buffer[tail] = t[i] + window_ms
         tail += f >> 1
