@@ -167,13 +167,11 @@ class ColumnarSweep:
         Windows run on :attr:`workers` threads; rows come in the order of ``windows``.
         """
         bar = progress_bar(len(windows), progress, f"sweep {self.keys.strategy[:30]}", unit="window")
-        def one(window_s: float) -> dict[str, Any]:
-            row = self.metrics(window_s, mode, live=live, chunks=1)
-            bar.update(1)
-            return row
-
+        rows = []
         with ThreadPoolExecutor(min(self.workers, max(1, len(windows)))) as pool:  # the kernels drop the GIL
-            rows = list(pool.map(one, windows))
+            for row in pool.map(lambda window_s: self.metrics(window_s, mode, live=live, chunks=1), windows):
+                rows.append(row)
+                bar.update(1)  # here, in order: the bar is not shared between threads
         bar.close()
         return pd.DataFrame(rows)
 
