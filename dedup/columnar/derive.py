@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dedup.columnar import kernels
 from dedup.columnar.dump import TRUTH_FIELDS, Dump
 from dedup.columnar.engine import connect
 from dedup.columnar.keysql import PATHS, key_layers, time_sql, used_paths
@@ -135,13 +136,10 @@ def derive_keys(dump: Dump, strategy: KeyStrategy | str = "auto", *, con: Any = 
 
 def number_keys(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     """Key codes from digests (``hi`` -1 = no key): ``hi`` itself unless two keys share it, then dense."""
-    keyed = hi >= 0
-    order = np.argsort(hi, kind="stable")
-    hs, ls = hi[order], lo[order]
-    same_hi = hs[1:] == hs[:-1]
-    if not (same_hi & (ls[1:] != ls[:-1]) & (hs[1:] >= 0)).any():
+    if not kernels.digests_collide(np.argsort(hi), hi, lo):
         return hi
     # A 63-bit collision between distinct keys: number (hi, lo) pairs densely instead.
+    keyed = hi >= 0
     pairs = np.lexsort((lo, hi))
     first = np.r_[True, (hi[pairs][1:] != hi[pairs][:-1]) | (lo[pairs][1:] != lo[pairs][:-1])]
     codes = np.empty(len(hi), np.int64)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from dedup.columnar import kernels
 from dedup.columnar.derive import KeyColumns
 
 
@@ -15,18 +16,15 @@ def repeat_summary(keys: KeyColumns) -> dict[str, Any]:
     The columns of :func:`dedup.analysis.repeat_structure` that need no second
     strategy (it compares payloads by a content fingerprint as well).
     """
-    codes, t = keys.codes, keys.arrival_ms
-    rows = np.flatnonzero(codes >= 0)
-    rows = rows[np.argsort(codes[rows], kind="stable")]
-    c = codes[rows]
-    repeat = np.r_[False, c[1:] == c[:-1]] if len(c) else np.zeros(0, bool)
-    gaps_s = (t[rows][1:] - t[rows][:-1])[repeat[1:]] / 1000.0 if len(c) else np.zeros(0)
+    codes, t = np.ascontiguousarray(keys.codes), np.ascontiguousarray(keys.arrival_ms, dtype=np.int64)
+    distinct, repeated, gaps_ms = kernels.repeat_gaps(np.argsort(codes, kind="stable"), codes, t)
+    gaps_s = gaps_ms / 1000.0
     q = np.quantile(gaps_s, [0.5, 0.9, 0.99]) if len(gaps_s) else [np.nan] * 3
     n = len(codes)
     return {
         "key": keys.strategy, "messages": n, "unkeyed": keys.unkeyed,
-        "distinct_keys": int((~repeat).sum()), "repeated_keys": int(np.unique(c[repeat]).size),
-        "repeats": int(repeat.sum()), "repeat_pct": 100.0 * repeat.sum() / n if n else 0.0,
+        "distinct_keys": distinct, "repeated_keys": repeated,
+        "repeats": len(gaps_s), "repeat_pct": 100.0 * len(gaps_s) / n if n else 0.0,
         "gap_p50_s": q[0], "gap_p90_s": q[1], "gap_p99_s": q[2],
         "gap_max_s": float(gaps_s.max()) if len(gaps_s) else np.nan,
     }

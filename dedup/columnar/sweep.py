@@ -2,15 +2,19 @@
 
 :class:`ColumnarSweep` prepares a dump's keys once (grouping sightings by key
 and copies by event: two sorts), after which a window costs a pass over the
-messages in compiled loops (:mod:`dedup.columnar.kernels`): tens of
-milliseconds at ten million messages, which is what a slider needs. Every
-metric equals :class:`dedup.analysis.SweepEngine`'s and a replay through the
-:class:`~dedup.service.Deduplicator` (the tests check both).
+sightings of repeated keys and one over the messages for the live keys, in
+compiled loops (:mod:`dedup.columnar.kernels`) that a slider's window splits
+over every core and a sweep runs a window per core. Every metric equals
+:class:`dedup.analysis.SweepEngine`'s and a replay through the
+:class:`~dedup.service.Deduplicator` (the tests check both, and a plain model).
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -35,109 +39,122 @@ from dedup.stores.base import duration_ms
 from dedup.traces.catalogue import KINDS
 from dedup.traces.trace import progress_bar
 
-_NEVER = np.iinfo(np.int64).max
 _ORIGINAL = KINDS.index("original")
-
-
-def _groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows ordered by value (stably: in row order within a value), where each value's run starts,
-    and which of them belong to values occurring more than once."""
-    order = np.argsort(values, kind="stable")
-    v = values[order]
-    first = np.r_[True, v[1:] != v[:-1]] if len(v) else np.zeros(0, bool)
-    sizes = np.diff(np.r_[np.flatnonzero(first), len(v)])
-    return order, first, np.repeat(sizes > 1, sizes)
+#: Row positions are int32 (:mod:`dedup.columnar.kernels`).
+MAX_MESSAGES = np.iinfo(np.int32).max
 
 
 class ColumnarSweep:
-    """One dump's keys under one strategy, prepared for many windows."""
+    """One dump's keys under one strategy, prepared for many windows.
 
-    def __init__(self, keys: KeyColumns, *, memory_store: str = "redis") -> None:
+    Preparing groups sightings by key and copies by event (two sorts); it
+    keeps, beside the arrival times, a byte per message and about 17 bytes
+    per sighting of a repeated key (plus 5 per copy of an event delivered
+    more than once, with ground truth). A window then allocates two bytes per
+    repeated-key sighting, nothing per message.
+    """
+
+    def __init__(self, keys: KeyColumns, *, memory_store: str = "redis", workers: int | None = None) -> None:
         _add_memory({"peak_live_keys": None, "mean_live_keys": None}, memory_store)  # refuses unknown stores
         self.keys = keys
         self.memory_store = memory_store
+        #: Threads a sweep runs windows on (default: one per core).
+        self.workers = workers or os.cpu_count() or 1
         t = np.ascontiguousarray(keys.arrival_ms, dtype=np.int64)
+        if len(t) > MAX_MESSAGES:
+            raise ValueError(f"at most {MAX_MESSAGES:,} messages per sweep, got {len(t):,}")
         if len(t) > 1 and (t[1:] < t[:-1]).any():
             raise ValueError("messages must be in arrival order (arrival_ms non-decreasing)")
-        codes = keys.codes
+        codes = np.ascontiguousarray(keys.codes)
         self.n = len(t)
         self.t = t
         self.keyed = codes >= 0
         self.n_keyed = int(self.keyed.sum())
-        keyed_rows = np.flatnonzero(self.keyed)
-        order, first, multi = _groups(codes[keyed_rows])  # by key, then arrival
-        rows = keyed_rows[order]
-        self.rows_m = rows[multi]  # only keys seen twice can suppress anything
-        self.first_m = first[multi]
-        self.t_m = t[self.rows_m]
-        last_m = np.r_[self.first_m[1:], True] if len(self.rows_m) else np.zeros(0, bool)
-        gap_m = np.diff(self.t_m, prepend=0)
-        self.prev_gap_m = np.where(self.first_m, _NEVER, gap_m)
-        self.next_gap_m = np.where(last_m, _NEVER, np.r_[gap_m[1:], 0] if len(gap_m) else gap_m)
-        self._truth(keys)
+        order = np.argsort(codes, kind="stable")  # by key, then arrival; unkeyed (-1) first
+        self.t_m, self.first_m, self.pos_m, self.rows_r, slot = kernels.key_groups(order, codes, t)
+        self.m = len(self.t_m)  # sightings of repeated keys (rows_r has a sentinel more)
+        del order
+        self._truth(keys, slot)
 
-    def _truth(self, keys: KeyColumns) -> None:
+    def _truth(self, keys: KeyColumns, slot: np.ndarray) -> None:
         self.has_truth = keys.has_truth
         if not self.has_truth:
             return
-        logical = keys.logical_id
         duplicate = keys.kind != _ORIGINAL
         self.duplicates = int(duplicate.sum())
         self.keyed_duplicates = int((duplicate & self.keyed).sum())
-        order, first, multi = _groups(logical)
-        self.truth_rows = order[multi]  # copies of events delivered more than once, by event
-        self.truth_first = first[multi]
-        single = np.zeros(self.n, dtype=bool)
-        single[order[~multi]] = True
-        self.single_m = single[self.rows_m]  # a suppressed single-copy event is a false drop
+        del duplicate
+        logical = np.ascontiguousarray(keys.logical_id)
+        order = np.argsort(logical, kind="stable")  # by event, then arrival
+        self.truth_slot, self.truth_first, self.single_r = kernels.truth_groups(order, logical, slot,
+                                                                                self.m)
 
     # ---- per window -------------------------------------------------------------
 
-    def _duplicates_m(self, window_ms: int, mode: WindowMode) -> np.ndarray:
-        if mode == "sliding":
-            return self.prev_gap_m < window_ms
-        if mode == "fixed":
-            return kernels.fixed_duplicates(self.t_m, self.first_m, window_ms)
-        raise ValueError(f"mode must be 'fixed' or 'sliding', got {mode!r}")
+    def _flags(self, window_ms: int, mode: WindowMode) -> np.ndarray:
+        if mode not in ("fixed", "sliding"):
+            raise ValueError(f"mode must be 'fixed' or 'sliding', got {mode!r}")
+        return kernels.duplicates(self.t_m, self.first_m, self.pos_m, window_ms, mode == "sliding")
 
     def outcomes(self, window_s: float, mode: WindowMode = "fixed") -> np.ndarray:
         """Per-message outcome codes (into :data:`dedup.analysis.OUTCOMES`) under one window."""
         out = np.where(self.keyed, PROCESSED, MISSING_KEY).astype(np.int8)
-        out[self.rows_m[self._duplicates_m(duration_ms(window_s, "window_s"), mode)]] = DUPLICATE
+        flags_r = self._flags(duration_ms(window_s, "window_s"), mode)
+        out[self.rows_r[np.flatnonzero(flags_r & kernels.DUP)]] = DUPLICATE
         return out
 
-    def metrics(self, window_s: float, mode: WindowMode = "fixed", *, live: bool = True) -> dict[str, Any]:
+    def _live_keys(self, flags_r: np.ndarray, window_ms: int, chunks: int) -> tuple[int, int]:
+        """Peak and sum over messages of the live records: ``chunks`` runs of rows on as many threads."""
+        bounds = np.linspace(0, self.n, max(1, min(chunks, self.n)) + 1).astype(np.int64)
+
+        def run(lo: int, hi: int) -> tuple[int, int, int, int, int]:
+            return kernels.live_keys(self.t, self.keyed, self.rows_r, flags_r, window_ms, int(lo), int(hi))
+
+        if len(bounds) == 2:
+            parts = [run(0, self.n)]
+        else:
+            with ThreadPoolExecutor(len(bounds) - 1) as pool:
+                parts = list(pool.map(run, bounds[:-1], bounds[1:]))
+        # A run counts from zero; before it, ``started`` records began and ``ended`` deadlines passed
+        # (all deadlines of rows before its first row's window start, and none after).
+        peak = total = started = ended = 0
+        for (lo, hi), (run_peak, run_total, run_started, ends_in_window, ends) in zip(
+                itertools.pairwise(bounds), parts, strict=True):
+            offset = started - (ended - ends_in_window)
+            if hi > lo:
+                peak = max(peak, run_peak + offset)
+            total += run_total + (hi - lo) * offset
+            started += run_started
+            ended += ends
+        return peak, total
+
+    def metrics(self, window_s: float, mode: WindowMode = "fixed", *, live: bool = True,
+                chunks: int | None = None) -> dict[str, Any]:
         """The row :func:`dedup.analysis.sweep` gives this window (memory priced by the store).
 
         ``live=False`` leaves the live keys and memory out (None): the outcome
         counts alone cost a pass over repeated keys only, not over every message.
+        The live keys are counted over ``chunks`` runs of messages on as many
+        threads (default :attr:`workers`: a slider's one window uses every core).
         """
+        chunks = chunks or self.workers
         window_ms = duration_ms(window_s, "window_s")
-        dup_m = self._duplicates_m(window_ms, mode)
-        suppressed = np.zeros(self.n, dtype=bool)
-        suppressed[self.rows_m[dup_m]] = True
-        n_dup = int(dup_m.sum())
+        flags_r = self._flags(window_ms, mode)
+        n_dup = int(np.count_nonzero(flags_r & kernels.DUP))
         metrics: dict[str, Any] = {
             "key": self.keys.strategy, "mode": mode, "window_s": float(window_s),
             "messages": self.n, "unkeyed": self.n - self.n_keyed,
             "processed": self.n_keyed - n_dup, "suppressed": n_dup,
         }
         if self.has_truth:
-            caught, leaked, false_drops = kernels.classify(self.truth_rows, self.truth_first, self.keyed,
-                                                           suppressed)
-            false_drops += int((dup_m & self.single_m).sum())
+            caught, leaked, false_drops = kernels.classify(flags_r, self.single_r, self.truth_slot,
+                                                           self.truth_first)
             metrics.update(duplicates=self.duplicates, keyed_duplicates=self.keyed_duplicates, caught=caught,
                            leaked=leaked, false_drops=false_drops,
                            caught_pct=_pct(caught, self.keyed_duplicates))
         metrics["peak_live_keys"] = metrics["mean_live_keys"] = None
         if live:
-            start = self.keyed & ~suppressed
-            if mode == "sliding":  # a record ends at its last sighting before a gap of a window or more
-                end = self.keyed.copy()
-                end[self.rows_m] = self.next_gap_m >= window_ms
-            else:
-                end = start
-            peak, total = kernels.live_keys(self.t, start, end, window_ms)
+            peak, total = self._live_keys(flags_r, window_ms, chunks)
             metrics["peak_live_keys"] = int(peak)
             metrics["mean_live_keys"] = int(total) / self.n if self.n else 0.0
         _add_memory(metrics, self.memory_store)
@@ -145,12 +162,16 @@ class ColumnarSweep:
 
     def sweep(self, windows: Sequence[float] = DEFAULT_WINDOWS_S, mode: WindowMode = "fixed", *,
               progress: bool = False, live: bool = True) -> pd.DataFrame:
-        """One row per window, as :func:`dedup.analysis.sweep` (``live``: see :meth:`metrics`)."""
+        """One row per window, as :func:`dedup.analysis.sweep` (``live``: see :meth:`metrics`).
+
+        Windows run on :attr:`workers` threads; rows come in the order of ``windows``.
+        """
         bar = progress_bar(len(windows), progress, f"sweep {self.keys.strategy[:30]}", unit="window")
         rows = []
-        for window_s in windows:
-            rows.append(self.metrics(window_s, mode, live=live))
-            bar.update(1)
+        with ThreadPoolExecutor(min(self.workers, max(1, len(windows)))) as pool:  # the kernels drop the GIL
+            for row in pool.map(lambda window_s: self.metrics(window_s, mode, live=live, chunks=1), windows):
+                rows.append(row)
+                bar.update(1)  # here, in order: the bar is not shared between threads
         bar.close()
         return pd.DataFrame(rows)
 
