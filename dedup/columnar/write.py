@@ -1,42 +1,50 @@
-"""Large synthetic traces written straight to disk: Parquet or gzip JSONL, rendered on every core.
+"""Large synthetic traces written straight to disk: Parquet, or JSONL (plain, gzip or zstd).
 
 The trace is generated as a frame (:func:`dedup.traces.generate.generate_frame`,
-vectorised) and rendered by :func:`dedup.traces.render.render` a chunk at a
-time in a process pool, so the envelopes are exactly those of
-``generate(config).envelopes()``. The ground truth goes beside a JSONL dump
-(``NAME.truth.parquet``) or into the Parquet dump's own columns.
+vectorised) and its envelopes are written as text a row group at a time by a
+compiled loop (:func:`dedup.traces.envelope_text.render_lines`), on every core:
+the lines are byte for byte ``json.dumps`` of ``generate(config).envelopes()``.
+A Parquet dump (:mod:`dedup.columnar.parquet`) holds the envelope text in an
+``envelope`` column beside the ground truth (``arrival_ms`` and
+:data:`~dedup.traces.trace.TRUTH_COLUMNS`); a JSONL dump gets the truth beside
+it (``NAME.truth.parquet``).
 
 Before writing, the free space is checked against an estimate of what the
-file needs (:data:`BYTES_PER_EVENT`); :class:`NotEnoughDiskError` says how
-much is needed and how much is free instead of filling the disk.
+files need (:data:`BYTES_PER_EVENT`, measured); :class:`NotEnoughDiskError`
+says how much is needed and how much is free instead of filling the disk.
 """
 
 from __future__ import annotations
 
 import gzip
-import json
-import multiprocessing
 import os
 import shutil
+import threading
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dedup.analysis import format_bytes
+from dedup.columnar import parquet
 from dedup.columnar.dump import TRUTH_FIELDS, Dump
-from dedup.columnar.engine import connect
 from dedup.errors import DedupError
+from dedup.traces.catalogue import KINDS
 from dedup.traces.config import TraceConfig
+from dedup.traces.envelope_text import buffer_bytes, render_lines
 from dedup.traces.generate import generate_frame
-from dedup.traces.render import render
 from dedup.traces.trace import progress_bar
 
-#: Rows rendered per task.
-CHUNK_ROWS = 50_000
-#: Disk an event takes, by format (measured on generated mixed traces, with margin).
-BYTES_PER_EVENT = {"jsonl": 900, "gzip": 160, "parquet": 150}
+#: Rows per row group (Parquet) or compressed block (JSONL).
+CHUNK_ROWS = 65_536
+#: Disk an event takes, by format, ground truth included (measured on mixed traces, with margin).
+BYTES_PER_EVENT = {"jsonl": 850, "gzip": 160, "zstd": 130, "parquet": 130}
+_TRUTH_TYPE: dict[str, parquet.ColumnType] = {
+    "arrival_ms": "int64", "logical_id": "int32", "kind": "string", "original_arrival_ms": "int64"}
+_TRUTH_TYPES = [(name, _TRUTH_TYPE[name]) for name in TRUTH_FIELDS]
+_COMPRESSION = {"gzip": "gzip", "zstd": "zstd"}
 
 
 class NotEnoughDiskError(DedupError):
@@ -50,54 +58,84 @@ class NotEnoughDiskError(DedupError):
                          f"{format_bytes(free)} is free on {path.parent}")
 
 
+def dump_format(path: Path) -> str:
+    """``parquet``, ``jsonl``, ``gzip`` (``.jsonl.gz``) or ``zstd`` (``.jsonl.zst``), by the name."""
+    name = path.name
+    fmt = ("parquet" if name.endswith(".parquet") else "gzip" if name.endswith(".jsonl.gz")
+           else "zstd" if name.endswith(".jsonl.zst") else "jsonl" if name.endswith(".jsonl") else None)
+    if fmt is None:
+        raise ValueError(f"{name}: write .parquet, .jsonl, .jsonl.gz or .jsonl.zst")
+    if fmt == "zstd" and parquet.zstd() is None:
+        raise ValueError(f"{name}: writing zstd needs libzstd, which is not installed; write .jsonl.gz")
+    return fmt
+
+
 def write_trace(config: TraceConfig, path: str | Path, *, workers: int | None = None,
                 progress: bool = False) -> Dump:
-    """Write the trace of ``config`` to ``path`` (``.parquet``, ``.jsonl``, ``.jsonl.gz``) with its truth."""
+    """Write the trace of ``config`` to ``path`` (``.parquet``, ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``)
+    with its ground truth, using ``workers`` threads (default: every core)."""
     path = Path(path)
-    fmt = "parquet" if path.suffix == ".parquet" else "gzip" if path.name.endswith(".jsonl.gz") else (
-        "jsonl" if path.suffix == ".jsonl" else None)
-    if fmt is None:
-        raise ValueError(f"{path.name}: write .parquet, .jsonl or .jsonl.gz")
+    fmt = dump_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    needed = config.n_events * BYTES_PER_EVENT[fmt] * (2 if fmt == "parquet" else 1)  # parquet: parts + file
+    needed = config.n_events * BYTES_PER_EVENT[fmt]
     free = shutil.disk_usage(path.parent).free
     if needed > free:
         raise NotEnoughDiskError(path, needed, free)
     frame = generate_frame(config)
-    bar = progress_bar(len(frame), progress, f"writing {path.name}")
-    parts_dir = path.with_name(f"{path.name}.{os.getpid()}.parts")
+    codec = parquet.default_codec()
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    context = multiprocessing.get_context("fork")  # no DuckDB connection is open yet: forking is safe
-    with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=context) as pool:
-        pending: deque = deque()
-        parts: list[Path] = []
+    truth_tmp = (tmp.with_name(tmp.name + ".truth") if fmt != "parquet" else None)
+    columns = [("envelope", "string"), *_TRUTH_TYPES] if fmt == "parquet" else _TRUTH_TYPES
+    workers = workers or os.cpu_count() or 1
+    buffers = threading.local()
+
+    def encode(lo: int) -> tuple[bytes | None, list[parquet.ColumnChunk]]:
+        chunk = frame.iloc[lo:lo + CHUNK_ROWS]
+        if getattr(buffers, "array", None) is None:
+            buffers.array = np.empty(buffer_bytes(CHUNK_ROWS), dtype=np.uint8)
+        text, offsets = render_lines(chunk, config.seed, "parquet" if fmt == "parquet" else "jsonl",
+                                     buffers.array)
+        truth = _truth_chunks(chunk, codec)
         if fmt == "parquet":
-            parts_dir.mkdir()
-        with tmp.open("wb") if fmt != "parquet" else _nothing() as out:
-            for lo in range(0, len(frame), CHUNK_ROWS):
-                chunk = frame.iloc[lo:lo + CHUNK_ROWS]
-                part = parts_dir / f"{lo:012d}.parquet" if fmt == "parquet" else None
-                pending.append((len(chunk), pool.submit(_render_chunk, chunk, config.seed, fmt, part)))
-                if part:
-                    parts.append(part)
-                while len(pending) > 2 * (workers or os.cpu_count() or 1) or (
-                        pending and lo + CHUNK_ROWS >= len(frame)):
+            return None, [parquet.plain_pages(text, offsets, codec), *truth]
+        blob = (gzip.compress(text, compresslevel=1) if fmt == "gzip"  # gzip members concatenate
+                else parquet.zstd().compress(text) if fmt == "zstd"  # type: ignore[union-attr]
+                else text.tobytes())
+        return blob, truth
+
+    bar = progress_bar(len(frame), progress, f"writing {path.name}")
+    try:
+        table = parquet.ParquetWriter(tmp if fmt == "parquet" else truth_tmp, columns, codec)  # type: ignore[arg-type]
+        with ThreadPoolExecutor(workers) as pool, (tmp.open("wb") if fmt != "parquet" else _nothing()) as out:
+            pending: deque[tuple[int, Future]] = deque()
+            for lo in [*range(0, len(frame), CHUNK_ROWS), None]:
+                if lo is not None:
+                    pending.append((min(CHUNK_ROWS, len(frame) - lo), pool.submit(encode, lo)))
+                while pending and (len(pending) > workers + 1 or lo is None):
                     rows, future = pending.popleft()
-                    blob = future.result()
+                    blob, chunks = future.result()
                     if out is not None:
                         out.write(blob)
+                    table.write_row_group(chunks)
                     bar.update(rows)
-    bar.close()
-    truth = frame[list(TRUTH_FIELDS)].copy()
-    truth["kind"] = truth["kind"].astype(str)
-    con = connect()
-    if fmt == "parquet":
-        _merge_parts(con, parts, truth, tmp)
-        shutil.rmtree(parts_dir)
-    else:
-        _write_parquet(con, truth, Dump(path, "jsonl", "gzip" if fmt == "gzip" else None).truth_target)
+        table.close()
+    except BaseException:
+        for leftover in (tmp, truth_tmp):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    if truth_tmp is not None:
+        truth_tmp.replace(Dump(path, "jsonl", _COMPRESSION.get(fmt)).truth_target)
     tmp.replace(path)
     return Dump.of(path)
+
+
+def _truth_chunks(chunk: pd.DataFrame, codec: int) -> list[parquet.ColumnChunk]:
+    """The ground-truth columns of a chunk of the frame, encoded."""
+    return [parquet.strings(chunk["kind"].cat.codes.to_numpy(), KINDS, codec) if kind == "string"
+            else parquet.numbers(chunk[name].to_numpy(), kind, codec) for name, kind in _TRUTH_TYPES]
 
 
 class _nothing:
@@ -106,35 +144,3 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-def _render_chunk(chunk: pd.DataFrame, seed: int, fmt: str, part: Path | None) -> bytes:
-    """One chunk's envelopes as JSONL bytes (gzip member for ``gzip``), or a Parquet part at ``part``."""
-    text = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n"
-                   for e in render(chunk, seed))
-    data = text.encode("utf-8")
-    if fmt == "gzip":
-        return gzip.compress(data, compresslevel=3)  # concatenated members are one gzip stream
-    if fmt == "parquet":
-        lines = pd.DataFrame({"envelope": text.splitlines()})  # noqa: F841 - read by DuckDB below
-        con = connect(threads=1)
-        con.execute(f"COPY (SELECT envelope FROM lines) TO '{_sql_path(part)}' "
-                    "(FORMAT parquet, COMPRESSION zstd)")
-        return b""
-    return data
-
-
-def _merge_parts(con: object, parts: list[Path], truth: pd.DataFrame, out: Path) -> None:
-    files = ", ".join(f"'{_sql_path(p)}'" for p in parts)
-    con.register("truth", truth)
-    con.execute(f"COPY (SELECT * FROM read_parquet([{files}]) POSITIONAL JOIN truth) TO '{_sql_path(out)}' "
-                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 20000)")
-
-
-def _write_parquet(con: object, frame: pd.DataFrame, out: Path) -> None:
-    con.register("frame", frame)
-    con.execute(f"COPY (SELECT * FROM frame) TO '{_sql_path(out)}' (FORMAT parquet, COMPRESSION zstd)")
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
