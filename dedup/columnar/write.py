@@ -98,10 +98,7 @@ def write_trace(config: TraceConfig, path: str | Path, *, workers: int | None = 
         truth = _truth_chunks(chunk, codec)
         if fmt == "parquet":
             return None, [parquet.plain_pages(text, offsets, codec), *truth]
-        blob = (gzip.compress(text, compresslevel=1) if fmt == "gzip"  # gzip members concatenate
-                else parquet.zstd().compress(text) if fmt == "zstd"  # type: ignore[union-attr]
-                else text.tobytes())
-        return blob, truth
+        return _jsonl_block(text, fmt), truth
 
     bar = progress_bar(len(frame), progress, f"writing {path.name}")
     try:
@@ -118,6 +115,8 @@ def write_trace(config: TraceConfig, path: str | Path, *, workers: int | None = 
                         out.write(blob)
                     table.write_row_group(chunks)
                     bar.update(rows)
+            if out is not None and len(frame) == 0:  # an empty stream is still a gzip or zstd stream
+                out.write(_jsonl_block(np.zeros(0, dtype=np.uint8), fmt))
         table.close()
     except BaseException:
         for leftover in (tmp, truth_tmp):
@@ -130,6 +129,15 @@ def write_trace(config: TraceConfig, path: str | Path, *, workers: int | None = 
         truth_tmp.replace(Dump(path, "jsonl", _COMPRESSION.get(fmt)).truth_target)
     tmp.replace(path)
     return Dump.of(path)
+
+
+def _jsonl_block(text: np.ndarray, fmt: str) -> bytes:
+    """JSONL bytes as the format stores them: plain, a gzip member or a zstd frame (either concatenates)."""
+    if fmt == "gzip":
+        return gzip.compress(text, compresslevel=1)
+    if fmt == "zstd":
+        return parquet.zstd().compress(text)  # type: ignore[union-attr]
+    return text.tobytes()
 
 
 def _truth_chunks(chunk: pd.DataFrame, codec: int) -> list[parquet.ColumnChunk]:

@@ -24,7 +24,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from numba import njit
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from dedup.traces.catalogue import (
     ACCOUNT,
@@ -61,6 +63,7 @@ _DAY_MS = 86_400_000
 _VARIANTS = 4  # shapes per event type: a template is numbered event * _VARIANTS + variant
 # Operation kinds of the compiled templates.
 _CONST, _INT, _UUID, _ISO_MS, _ISO_S, _WORD = range(6)
+_FIXED_WIDTH = {_UUID: 36, _ISO_MS: 24, _ISO_S: 20}
 
 # ---- the per-row values the templates read --------------------------------------------------------
 
@@ -393,7 +396,11 @@ def _nice_detail(code: Event, variant: int) -> dict[str, Any]:
 
 
 class _Program:
-    """Templates as rows of operations (kind, a, shift, mod, add, b) over a pool of constant bytes."""
+    """Templates as rows of operations (kind, a, shift, mod, add, b, at) over a pool of constant bytes.
+
+    Constant text and the fixed-width fields (UUIDs, ISO times) inside it form one block, copied at
+    once and then patched (``at``: where in the block); numbers and words, of varying width, end a block.
+    """
 
     def __init__(self) -> None:
         self.pool = bytearray()
@@ -406,6 +413,7 @@ class _Program:
     def add(self, template: Any) -> None:
         start = len(self.ops)
         self._text = bytearray()
+        self._patches: list[tuple[int, ...]] = []
         self._bound = 0
         self._emit(template)
         self._flush()
@@ -423,14 +431,21 @@ class _Program:
 
     def _flush(self) -> None:
         if self._text:
-            self.ops.append((_CONST, len(self.pool), 0, 0, 0, len(self._text)))
+            self.ops.append((_CONST, len(self.pool), 0, 0, 0, len(self._text), 0))
+            self.ops += self._patches
             self.pool += self._text
             self._bound += len(self._text)
             self._text = bytearray()
+            self._patches = []
 
     def _op(self, kind: int, value: _Value, arg: int, bound: int) -> None:
+        op = (kind, _SLOT[value.slot], value.shift, value.mod, value.add, arg)
+        if kind in _FIXED_WIDTH:  # a hole in the block, patched after the copy
+            self._patches.append((*op, len(self._text)))
+            self._text += b"?" * _FIXED_WIDTH[kind]
+            return
         self._flush()
-        self.ops.append((kind, _SLOT[value.slot], value.shift, value.mod, value.add, arg))
+        self.ops.append((*op, 0))
         self._bound += bound
 
     def _emit(self, obj: Any, in_text: bool = False) -> None:
@@ -457,11 +472,11 @@ class _Program:
             self._const(quote)
         elif isinstance(obj, _Uuid):
             self._const(quote)
-            self._op(_UUID, obj, int(obj.namespace), 36)
+            self._op(_UUID, obj, int(obj.namespace), 0)
             self._const(quote)
         elif isinstance(obj, _Iso):
             self._const(quote)
-            self._op(_ISO_S if obj.seconds else _ISO_MS, obj, 0, 24)
+            self._op(_ISO_S if obj.seconds else _ISO_MS, obj, 0, 0)
             self._const(quote)
         elif isinstance(obj, _Int):
             self._op(_INT, obj, obj.width, 21)
@@ -499,7 +514,7 @@ def _compiled() -> _Compiled:
     word_offsets = np.cumsum([0, *(len(w) for w in program.words)]).astype(np.int64)
     return _Compiled(np.frombuffer(bytes(program.pool), dtype=np.uint8),
                      word_offsets, np.frombuffer(b"".join(program.words), dtype=np.uint8),
-                     np.array(program.ops, dtype=np.int64).reshape(-1, 6),
+                     np.array(program.ops, dtype=np.int64).reshape(-1, 7),
                      np.array(program.starts, dtype=np.int64), np.array(program.ends, dtype=np.int64),
                      np.array(program.bounds, dtype=np.int64))
 
@@ -555,6 +570,19 @@ def buffer_bytes(rows: int) -> int:
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+@intrinsic
+def _memcpy(typingctx: Any, dst: Any, dst_at: Any, src: Any, src_at: Any, count: Any) -> Any:
+    """``dst[dst_at:dst_at + count] = src[src_at:src_at + count]`` as one memcpy (uint8 arrays)."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> None:
+        at = [context.cast(builder, args[k], sig.args[k], types.intp) for k in (1, 3, 4)]
+        target = context.make_array(sig.args[0])(context, builder, args[0])
+        source = context.make_array(sig.args[2])(context, builder, args[2])
+        cgutils.raw_memcpy(builder, builder.gep(target.data, [at[0]]), builder.gep(source.data, [at[1]]),
+                           at[2], 1)
+
+    return types.void(dst, dst_at, src, src_at, count), codegen
 
 
 @njit(cache=True, nogil=True)
@@ -658,12 +686,12 @@ def _write(out: np.ndarray, offsets: np.ndarray, event: np.ndarray, entity: np.n
         t = _row_values(v, event[row], np.int64(entity[row]), np.int64(participant[row]), np.int64(item[row]),
                         np.int64(logical[row]), np.int64(publish[row]), envelope_ms[row], event_ms[row],
                         media[row], pick_salts)
+        block = p
         for o in range(starts[t], ends[t]):
             kind = ops[o, 0]
-            if kind == 0:  # constant text
-                a = ops[o, 1]
-                for k in range(ops[o, 5]):
-                    out[p + k] = pool[a + k]
+            if kind == 0:  # a block of constant text (with holes the next operations patch)
+                _memcpy(out, p, pool, ops[o, 1], ops[o, 5])
+                block = p
                 p += ops[o, 5]
                 continue
             value = v[ops[o, 1]]
@@ -675,16 +703,15 @@ def _write(out: np.ndarray, offsets: np.ndarray, event: np.ndarray, entity: np.n
             if kind == 1:
                 p = _put_int(out, p, value, ops[o, 5])
             elif kind == 2:
-                p = _put_uuid(out, p, value, uuid_salts[ops[o, 5]], _HEX)
+                _put_uuid(out, block + ops[o, 6], value, uuid_salts[ops[o, 5]], _HEX)
             elif kind == 3:
-                p = _put_iso(out, p, value, True)
+                _put_iso(out, block + ops[o, 6], value, True)
             elif kind == 4:
-                p = _put_iso(out, p, value, False)
+                _put_iso(out, block + ops[o, 6], value, False)
             else:
                 w = ops[o, 5] + value
                 a = word_offsets[w]
-                for k in range(word_offsets[w + 1] - a):
-                    out[p + k] = words[a + k]
+                _memcpy(out, p, words, a, word_offsets[w + 1] - a)
                 p += word_offsets[w + 1] - a
         if prefixed:  # Parquet PLAIN: the text's length (4 bytes, little-endian) before it
             size = p - offsets[row] - 4

@@ -1,0 +1,87 @@
+"""write_trace: every format holds generate()'s envelopes and ground truth, across row groups and pages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dedup.columnar import parquet, write
+from dedup.columnar.dump import TRUTH_FIELDS
+from dedup.columnar.engine import connect
+from dedup.columnar.write import write_trace
+from dedup.traces import TraceConfig, generate
+
+CONFIG = TraceConfig(n_events=3500, source="mixed", seed=6)
+
+
+@pytest.fixture(scope="module")
+def expected():
+    trace = generate(CONFIG, cache=False)
+    lines = [json.dumps(e, ensure_ascii=False, separators=(",", ":")) for e in trace.envelopes()]
+    truth = trace.frame[list(TRUTH_FIELDS)].astype({"kind": str})
+    return lines, [tuple(r) for r in truth.itertuples(index=False)]
+
+
+@pytest.fixture
+def small_groups(monkeypatch):
+    """Row groups of 1000 rows and pages of 64 KiB, so a small trace spans several of each."""
+    monkeypatch.setattr(write, "CHUNK_ROWS", 1000)
+    monkeypatch.setattr(parquet, "PAGE_BYTES", 1 << 16)
+
+
+def read(dump) -> tuple[list[str], list[tuple]]:
+    con = connect()
+    lines = [r[0] for r in con.execute(f"SELECT line FROM {dump.lines_sql()}").fetchall()]
+    truth = con.execute(f"SELECT {', '.join(TRUTH_FIELDS)} FROM {dump.truth_sql()}").fetchall()
+    return lines, truth
+
+
+@pytest.mark.parametrize("name", ["t.parquet", "t.jsonl", "t.jsonl.gz", "t.jsonl.zst"])
+def test_every_format_holds_the_trace_and_its_truth_in_order(tmp_path, small_groups, expected, name):
+    if name.endswith(".zst") and parquet.zstd() is None:
+        pytest.skip("no libzstd")
+    dump = write_trace(CONFIG, tmp_path / name, workers=2)
+    assert read(dump) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({name, "t.truth.parquet"} - (
+        {"t.truth.parquet"} if name.endswith(".parquet") else set()))
+
+
+def test_a_parquet_dump_has_the_columns_and_types_the_readers_expect(tmp_path, small_groups):
+    dump = write_trace(CONFIG, tmp_path / "t.parquet", workers=2)
+    con = connect()
+    schema = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{dump.path}')").fetchall()
+    assert [(c[0], c[1]) for c in schema] == [("envelope", "VARCHAR"), ("arrival_ms", "BIGINT"),
+                                              ("logical_id", "INTEGER"), ("kind", "VARCHAR"),
+                                              ("original_arrival_ms", "BIGINT")]
+    groups = con.execute(f"SELECT count(DISTINCT row_group_id), max(row_group_num_rows), "
+                         f"first(compression) FROM parquet_metadata('{dump.path}')").fetchone()
+    assert groups == (4, 1000, "ZSTD" if parquet.zstd() else "GZIP")
+
+
+def test_without_libzstd_parquet_pages_are_gzip_and_zstd_jsonl_is_refused(tmp_path, small_groups, monkeypatch,
+                                                                           expected):
+    monkeypatch.setattr(parquet, "zstd", lambda: None)
+    dump = write_trace(CONFIG, tmp_path / "t.parquet", workers=2)
+    assert read(dump) == expected
+    codecs = connect().execute(f"SELECT DISTINCT compression FROM parquet_metadata('{dump.path}')").fetchall()
+    assert codecs == [("GZIP",)]
+    with pytest.raises(ValueError, match="libzstd"):
+        write_trace(CONFIG, tmp_path / "t.jsonl.zst")
+
+
+def test_an_empty_trace_is_an_empty_dump(tmp_path):
+    for name in ("e.parquet", "e.jsonl.gz"):
+        dump = write_trace(TraceConfig(n_events=0), tmp_path / name)
+        assert read(dump) == ([], [])
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(write, "render_lines", fail)
+    for name in ("f.parquet", "f.jsonl"):
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            write_trace(CONFIG, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
