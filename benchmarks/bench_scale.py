@@ -7,9 +7,10 @@ its key-derivation workers. Then, keys cached, the one-window recomputation a
 slider makes. At 1M events the row stands beside today's path
 (:func:`dedup.analysis.sweep` and ``recommend`` on the trace in memory).
 
-Sizes: ``--quick`` 100k; default 1M; ``--full`` adds 10M and 100M (writing their
-input alone takes minutes to hours; 100M needs about 15 GB of disk: the row says
-so and is skipped when the disk is short).
+Sizes: ``--quick`` 100k; default 1M; ``--full`` adds 10M and 100M (the dump takes
+about 96 bytes an event: 10M about 1 GB, written in about a minute; 100M needs about
+12 GB of disk and, to generate, about 25 GB of memory: the row says so and is
+skipped when the disk or the memory is short).
 Targets (2-core machine): 10M in <= 60 s and <= 2 GB; 100M in <= 15 min and
 <= 8 GB; a slider window under 100 ms at 10M. Wall time on a shared machine
 includes the neighbours' load, which the output reports.
@@ -51,18 +52,19 @@ def dump_for(n: int) -> Path:
         start = time.perf_counter()
         write_trace(TraceConfig(n_events=n, source="mixed", seed=15), path)
         elapsed = time.perf_counter() - start
-        print(f"  wrote {path.name}: {n / elapsed:,.0f} events/s, {format_bytes(path.stat().st_size)}",
-              flush=True)
+        size = path.stat().st_size
+        print(f"  wrote {path.name}: {n / elapsed:,.0f} events/s, {format_bytes(size)} "
+              f"({size / max(n, 1):.0f} bytes an event)", flush=True)
     return path
 
 
 def scale(n: int, *, baseline: bool) -> Comparison:
-    from dedup.columnar.write import NotEnoughDiskError
+    from dedup.columnar.write import NotEnoughDiskError, NotEnoughMemoryError
 
     title = f"Dump of {n:,} events: keys ({KEY}) + {len(WINDOWS_S)}-window sweep + recommendation"
     try:
         path = dump_for(n)
-    except NotEnoughDiskError as exc:
+    except (NotEnoughDiskError, NotEnoughMemoryError) as exc:
         return Comparison(title + f" -- SKIPPED: {exc}", baseline="-", rows=[Row("-", 0.0)])
     load = os.getloadavg()[0]
     child = _child_run(path)

@@ -65,15 +65,18 @@ class _Zstd:
 
     def compress(self, data: np.ndarray, level: int = ZSTD_LEVEL) -> bytes:
         """One zstd frame of ``data`` (a contiguous uint8 array)."""
-        context = getattr(self.local, "context", None)
-        if context is None:
-            context = self.local.context = self.lib.ZSTD_createCCtx()  # freed with the thread's process
+        local = self.local
+        if getattr(local, "context", None) is None:
+            local.context = self.lib.ZSTD_createCCtx()  # one per thread, for the process's life
+            local.out = ctypes.create_string_buffer(0)
         bound = self.lib.ZSTD_compressBound(data.nbytes)
-        out = ctypes.create_string_buffer(bound)
-        size = self.lib.ZSTD_compressCCtx(context, out, bound, data.ctypes.data, data.nbytes, level)
+        if len(local.out) < bound:
+            local.out = ctypes.create_string_buffer(bound)
+        size = self.lib.ZSTD_compressCCtx(local.context, local.out, bound, data.ctypes.data, data.nbytes,
+                                          level)
         if self.lib.ZSTD_isError(size):
             raise RuntimeError(f"zstd failed compressing {data.nbytes} bytes")
-        return out.raw[:size]
+        return ctypes.string_at(local.out, size)
 
 
 @cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -85,3 +86,17 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
         with pytest.raises(RuntimeError, match="disk on fire"):
             write_trace(CONFIG, tmp_path / name)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_when_memory_is_short_then_writing_says_so_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(write, "available_memory", lambda: 1_000_000_000)
+    with pytest.raises(write.NotEnoughMemoryError, match=r"100,000,000 events: it needs about 25\.0 GB, "
+                                                         r"1\.0 GB is available"):
+        write_trace(TraceConfig(n_events=100_000_000), tmp_path / "big.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="MemAvailable is Linux's")
+def test_available_memory_is_at_most_the_physical_memory():
+    memory = write.available_memory()
+    assert 0 < memory <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
