@@ -9,7 +9,7 @@ slider makes. At 1M events the row stands beside today's path
 
 Sizes: ``--quick`` 100k; default 1M; ``--full`` adds 10M and 100M (the dump takes
 about 96 bytes an event: 10M about 1 GB, written in about a minute; 100M needs about
-12 GB of disk and, to generate, about 25 GB of memory: the row says so and is
+12 GB of disk and, to generate, about 20 GB of memory: the row says so and is
 skipped when the disk or the memory is short).
 Targets (2-core machine): 10M in <= 60 s and <= 2 GB; 100M in <= 15 min and
 <= 8 GB; a slider window under 100 ms at 10M. Wall time on a shared machine

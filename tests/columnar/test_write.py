@@ -90,7 +90,7 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
 
 def test_when_memory_is_short_then_writing_says_so_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(write, "available_memory", lambda: 1_000_000_000)
-    with pytest.raises(write.NotEnoughMemoryError, match=r"100,000,000 events: it needs about 25\.0 GB, "
+    with pytest.raises(write.NotEnoughMemoryError, match=r"100,000,000 events: it needs about 20\.0 GB, "
                                                          r"1\.0 GB is available"):
         write_trace(TraceConfig(n_events=100_000_000), tmp_path / "big.parquet")
     assert list(tmp_path.iterdir()) == []
