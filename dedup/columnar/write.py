@@ -87,7 +87,7 @@ def available_memory() -> int | None:
     return None
 
 
-def dump_format(path: Path) -> str:
+def _dump_format(path: Path) -> str:
     """``parquet``, ``jsonl``, ``gzip`` (``.jsonl.gz``) or ``zstd`` (``.jsonl.zst``), by the name."""
     name = path.name
     fmt = ("parquet" if name.endswith(".parquet") else "gzip" if name.endswith(".jsonl.gz")
@@ -104,7 +104,7 @@ def write_trace(config: TraceConfig, path: str | Path, *, workers: int | None = 
     """Write the trace of ``config`` to ``path`` (``.parquet``, ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``)
     with its ground truth, using ``workers`` threads (default: every core)."""
     path = Path(path)
-    fmt = dump_format(path)
+    fmt = _dump_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     needed = config.n_events * BYTES_PER_EVENT[fmt]
     free = shutil.disk_usage(path.parent).free
