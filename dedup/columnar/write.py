@@ -4,10 +4,19 @@ The trace is generated as a frame (:func:`dedup.traces.generate.generate_frame`,
 vectorised) and its envelopes are written as text a row group at a time by a
 compiled loop (:func:`dedup.traces.envelope_text.render_lines`), on every core:
 the lines are byte for byte ``json.dumps`` of ``generate(config).envelopes()``.
-A Parquet dump (:mod:`dedup.columnar.parquet`) holds the envelope text in an
-``envelope`` column beside the ground truth (``arrival_ms`` and
-:data:`~dedup.traces.trace.TRUTH_COLUMNS`); a JSONL dump gets the truth beside
-it (``NAME.truth.parquet``).
+A Parquet dump holds the envelope text in an ``envelope`` column beside the
+ground truth (``arrival_ms`` and :data:`~dedup.traces.trace.TRUTH_COLUMNS`); a
+JSONL dump gets the truth beside it (``NAME.truth.parquet``).
+
+Parquet is written by pyarrow (:class:`pyarrow.parquet.ParquetWriter`, zstd
+level 1, a row group per chunk): the standard writer, with statistics and
+the Arrow schema, that Spark, Athena, DuckDB and pandas read. It writes at
+speed because the renderer lays the text out as an Arrow ``string`` array
+(values back to back, int32 offsets), which becomes a ``pa.Array`` without a
+copy. pyarrow's writer compresses in the calling thread while the next row
+groups render on the others. JSONL blocks are compressed on the rendering
+threads with pyarrow's codecs (gzip members or zstd frames, which concatenate
+into one valid stream).
 
 Before writing, the free space is checked against an estimate of what the
 files need (:data:`BYTES_PER_EVENT`, measured); :class:`NotEnoughDiskError`
@@ -20,19 +29,20 @@ available: :class:`NotEnoughMemoryError` instead of an out-of-memory kill.
 
 from __future__ import annotations
 
-import gzip
 import os
+import queue
 import shutil
-import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dedup.analysis import format_bytes
-from dedup.columnar import parquet
 from dedup.columnar.dump import TRUTH_FIELDS, Dump
 from dedup.errors import DedupError
 from dedup.traces.catalogue import KINDS
@@ -43,15 +53,21 @@ from dedup.traces.trace import progress_bar
 
 #: Rows per row group (Parquet) or compressed block (JSONL).
 CHUNK_ROWS = 65_536
+#: Uncompressed bytes of a Parquet data page (pyarrow's default).
+PAGE_BYTES = 1 << 20
+#: zstd level: 1 compresses these envelopes better than the default 3 here, and faster; gzip's 1 likewise.
+COMPRESSION_LEVEL = 1
 #: Disk an event takes, by format, ground truth included (mixed traces: 828, 157, 90 and 96; with margin).
 BYTES_PER_EVENT = {"jsonl": 900, "gzip": 180, "zstd": 110, "parquet": 120}
 #: Memory writing a trace takes at its peak, per event: the generator's (182 B measured), the process's,
 #: the row groups in flight (peak RSS 1.8 GB writing 10M mixed events).
 GENERATION_BYTES_PER_EVENT = 200
-_TRUTH_TYPE: dict[str, parquet.ColumnType] = {
-    "arrival_ms": "int64", "logical_id": "int32", "kind": "string", "original_arrival_ms": "int64"}
-_TRUTH_TYPES = [(name, _TRUTH_TYPE[name]) for name in TRUTH_FIELDS]
+_TRUTH_TYPE = {"arrival_ms": pa.int64(), "logical_id": pa.int32(),
+               "kind": pa.dictionary(pa.int8(), pa.string()), "original_arrival_ms": pa.int64()}
+_TRUTH_SCHEMA = pa.schema([pa.field(name, _TRUTH_TYPE[name], nullable=False) for name in TRUTH_FIELDS])
+_DUMP_SCHEMA = pa.schema([pa.field("envelope", pa.string(), nullable=False), *_TRUTH_SCHEMA])
 _COMPRESSION = {"gzip": "gzip", "zstd": "zstd"}
+_KINDS = pa.array(KINDS)
 
 
 class NotEnoughDiskError(DedupError):
@@ -94,15 +110,13 @@ def _dump_format(path: Path) -> str:
            else "zstd" if name.endswith(".jsonl.zst") else "jsonl" if name.endswith(".jsonl") else None)
     if fmt is None:
         raise ValueError(f"{name}: write .parquet, .jsonl, .jsonl.gz or .jsonl.zst")
-    if fmt == "zstd" and parquet.zstd() is None:
-        raise ValueError(f"{name}: writing zstd needs libzstd, which is not installed; write .jsonl.gz")
     return fmt
 
 
 def write_trace(config: TraceConfig, path: str | Path, *, workers: int | None = None,
                 progress: bool = False) -> Dump:
     """Write the trace of ``config`` to ``path`` (``.parquet``, ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``)
-    with its ground truth, using ``workers`` threads (default: every core)."""
+    with its ground truth, rendering on ``workers`` threads (default: every core)."""
     path = Path(path)
     fmt = _dump_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,42 +128,49 @@ def write_trace(config: TraceConfig, path: str | Path, *, workers: int | None = 
     if memory is not None and config.n_events * GENERATION_BYTES_PER_EVENT > memory:
         raise NotEnoughMemoryError(config.n_events, config.n_events * GENERATION_BYTES_PER_EVENT, memory)
     frame = generate_frame(config)
-    codec = parquet.default_codec()
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     truth_tmp = (tmp.with_name(tmp.name + ".truth") if fmt != "parquet" else None)
-    columns = [("envelope", "string"), *_TRUTH_TYPES] if fmt == "parquet" else _TRUTH_TYPES
     workers = workers or os.cpu_count() or 1
-    buffers = threading.local()
+    # Render buffers, handed back once their row group is written: a pa.Array made from one refers to it.
+    free_buffers: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
 
-    def encode(lo: int) -> tuple[bytes | None, list[parquet.ColumnChunk]]:
+    def encode(lo: int) -> tuple[np.ndarray, pa.Table, pa.Buffer | np.ndarray | None]:
         chunk = frame.iloc[lo:lo + CHUNK_ROWS]
-        if getattr(buffers, "array", None) is None:
-            buffers.array = np.empty(buffer_bytes(CHUNK_ROWS), dtype=np.uint8)
-        text, offsets = render_lines(chunk, config.seed, "parquet" if fmt == "parquet" else "jsonl",
-                                     buffers.array)
-        truth = _truth_chunks(chunk, codec)
+        try:
+            buffer = free_buffers.get_nowait()
+        except queue.Empty:
+            buffer = np.empty(buffer_bytes(CHUNK_ROWS), dtype=np.uint8)
+        text, offsets = render_lines(chunk, config.seed, "arrow" if fmt == "parquet" else "jsonl", buffer)
+        truth = _truth_table(chunk)
         if fmt == "parquet":
-            return None, [parquet.plain_pages(text, offsets, codec), *truth]
-        return _jsonl_block(text, fmt), truth
+            envelope = pa.Array.from_buffers(pa.string(), len(chunk), [None, pa.py_buffer(offsets),
+                                                                       pa.py_buffer(text)])
+            return buffer, truth.add_column(0, _DUMP_SCHEMA.field("envelope"), envelope), None
+        return buffer, truth, _codec(fmt).compress(text) if fmt in _COMPRESSION else text
 
     bar = progress_bar(len(frame), progress, f"writing {path.name}")
     try:
-        table = parquet.ParquetWriter(tmp if fmt == "parquet" else truth_tmp, columns, codec)  # type: ignore[arg-type]
-        with ThreadPoolExecutor(workers) as pool, (tmp.open("wb") if fmt != "parquet" else _nothing()) as out:
+        with (ThreadPoolExecutor(workers) as pool,
+              pq.ParquetWriter(tmp if fmt == "parquet" else truth_tmp,
+                               _DUMP_SCHEMA if fmt == "parquet" else _TRUTH_SCHEMA, compression="zstd",
+                               compression_level=COMPRESSION_LEVEL, use_dictionary=["kind"],
+                               data_page_size=PAGE_BYTES) as table,
+              tmp.open("wb") if fmt != "parquet" else nullcontext() as out):
             pending: deque[tuple[int, Future]] = deque()
             for lo in [*range(0, len(frame), CHUNK_ROWS), None]:
                 if lo is not None:
                     pending.append((min(CHUNK_ROWS, len(frame) - lo), pool.submit(encode, lo)))
                 while pending and (len(pending) > workers + 1 or lo is None):
                     rows, future = pending.popleft()
-                    blob, chunks = future.result()
+                    buffer, group, block = future.result()
+                    table.write_table(group, row_group_size=rows)
                     if out is not None:
-                        out.write(blob)
-                    table.write_row_group(chunks)
+                        out.write(block)
+                    del group, block
+                    free_buffers.put(buffer)
                     bar.update(rows)
-            if out is not None and len(frame) == 0:  # an empty stream is still a gzip or zstd stream
-                out.write(_jsonl_block(np.zeros(0, dtype=np.uint8), fmt))
-        table.close()
+            if fmt in _COMPRESSION and len(frame) == 0:  # an empty stream is still a gzip or zstd stream
+                out.write(_codec(fmt).compress(b""))
     except BaseException:
         for leftover in (tmp, truth_tmp):
             if leftover is not None:
@@ -163,24 +184,13 @@ def write_trace(config: TraceConfig, path: str | Path, *, workers: int | None = 
     return Dump.of(path)
 
 
-def _jsonl_block(text: np.ndarray, fmt: str) -> bytes:
-    """JSONL bytes as the format stores them: plain, a gzip member or a zstd frame (either concatenates)."""
-    if fmt == "gzip":
-        return gzip.compress(text, compresslevel=1)
-    if fmt == "zstd":
-        return parquet.zstd().compress(text)  # type: ignore[union-attr]
-    return text.tobytes()
+def _codec(fmt: str) -> pa.Codec:
+    """A fresh codec: pyarrow's gzip codec keeps its stream in the object, so threads may not share one."""
+    return pa.Codec(_COMPRESSION[fmt], compression_level=COMPRESSION_LEVEL)
 
 
-def _truth_chunks(chunk: pd.DataFrame, codec: int) -> list[parquet.ColumnChunk]:
-    """The ground-truth columns of a chunk of the frame, encoded."""
-    return [parquet.strings(chunk["kind"].cat.codes.to_numpy(), KINDS, codec) if kind == "string"
-            else parquet.numbers(chunk[name].to_numpy(), kind, codec) for name, kind in _TRUTH_TYPES]
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def _truth_table(chunk: pd.DataFrame) -> pa.Table:
+    """The ground-truth columns of a chunk of the frame, as Arrow arrays over its numpy columns."""
+    columns = [pa.DictionaryArray.from_arrays(chunk["kind"].cat.codes.to_numpy(), _KINDS) if name == "kind"
+               else pa.array(chunk[name].to_numpy(), _TRUTH_TYPE[name]) for name in TRUTH_FIELDS]
+    return pa.Table.from_arrays(columns, schema=_TRUTH_SCHEMA)

@@ -533,7 +533,9 @@ def _salts(seed: int) -> tuple[np.ndarray, np.ndarray]:
 _MIN_MS, _MAX_MS = -30_610_224_000_000, 253_402_300_800_000
 
 
-Framing = Literal["jsonl", "parquet"]
+Framing = Literal["jsonl", "arrow"]
+#: Bytes an Arrow ``string`` array's values may span (its offsets are int32).
+_ARROW_STRING_BYTES = 2**31 - 1
 
 
 def render_lines(frame: pd.DataFrame, seed: int, framing: Framing = "jsonl",
@@ -541,11 +543,13 @@ def render_lines(frame: pd.DataFrame, seed: int, framing: Framing = "jsonl",
     """The envelopes of ``frame``'s rows as UTF-8 JSON text, and the ``len(frame) + 1`` offsets where
     rows start (the last is the end).
 
-    Each text is ``json.dumps(render(frame, seed)[i], ensure_ascii=False, separators=(",", ":"))``,
-    followed by a newline (``jsonl``) or preceded by its length (``parquet``: 4 bytes, little-endian,
-    Parquet's PLAIN encoding of a string). The bytes are written into ``buffer`` when it is large
-    enough (see :func:`buffer_bytes`; reusing one saves faulting fresh pages in), else a new array.
-    The compiled loop releases the GIL: threads render chunks in parallel.
+    Each text is ``json.dumps(render(frame, seed)[i], ensure_ascii=False, separators=(",", ":"))``.
+    ``jsonl``: each followed by a newline, int64 offsets. ``arrow``: the texts back to back with int32
+    offsets, Arrow's layout of a ``string`` array, so the two arrays become one without a copy
+    (``pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text)])``).
+    The bytes are written into ``buffer`` when it is large enough (see :func:`buffer_bytes`; reusing
+    one saves faulting fresh pages in), else a new array. The compiled loop releases the GIL: threads
+    render chunks in parallel.
     """
     program = _compiled()
     columns = [frame[c].to_numpy() for c in ("entity", "participant", "item", "logical_id", "publish_no",
@@ -556,17 +560,20 @@ def render_lines(frame: pd.DataFrame, seed: int, framing: Framing = "jsonl",
     event = frame["event"].cat.codes.to_numpy()
     uuid_salts, pick_salts = _salts(seed)
     size = buffer_bytes(len(frame))
+    if framing == "arrow" and size > _ARROW_STRING_BYTES:
+        raise ValueError(f"{len(frame):,} rows may exceed an Arrow string array's 2 GiB: "
+                         "render fewer at a time")
     out = buffer if buffer is not None and len(buffer) >= size else np.empty(size, dtype=np.uint8)
-    offsets = np.empty(len(frame) + 1, dtype=np.int64)
+    offsets = np.empty(len(frame) + 1, dtype=np.int32 if framing == "arrow" else np.int64)
     _write(out, offsets, event, *columns, frame["media"].cat.codes.to_numpy(), uuid_salts, pick_salts,
            program.pool, program.words, program.word_offsets, program.ops, program.starts, program.ends,
-           framing == "parquet")
+           framing == "jsonl")
     return out[:offsets[-1]], offsets
 
 
 def buffer_bytes(rows: int) -> int:
-    """Bytes :func:`render_lines` may need for ``rows`` rows (the longest envelope shape, each)."""
-    return (int(_compiled().bounds.max()) + 4) * rows
+    """Bytes :func:`render_lines` may need for ``rows`` rows (the longest envelope and a newline, each)."""
+    return (int(_compiled().bounds.max()) + 1) * rows
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -676,13 +683,11 @@ def _write(out: np.ndarray, offsets: np.ndarray, event: np.ndarray, entity: np.n
            participant: np.ndarray, item: np.ndarray, logical: np.ndarray, publish: np.ndarray,
            envelope_ms: np.ndarray, event_ms: np.ndarray, media: np.ndarray, uuid_salts: np.ndarray,
            pick_salts: np.ndarray, pool: np.ndarray, words: np.ndarray, word_offsets: np.ndarray,
-           ops: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefixed: bool) -> None:
+           ops: np.ndarray, starts: np.ndarray, ends: np.ndarray, newlines: bool) -> None:
     p = 0
     v = np.empty(len(_SLOTS), dtype=np.int64)
     for row in range(len(event)):
         offsets[row] = p
-        if prefixed:
-            p += 4
         t = _row_values(v, event[row], np.int64(entity[row]), np.int64(participant[row]), np.int64(item[row]),
                         np.int64(logical[row]), np.int64(publish[row]), envelope_ms[row], event_ms[row],
                         media[row], pick_salts)
@@ -713,11 +718,7 @@ def _write(out: np.ndarray, offsets: np.ndarray, event: np.ndarray, entity: np.n
                 a = word_offsets[w]
                 _memcpy(out, p, words, a, word_offsets[w + 1] - a)
                 p += word_offsets[w + 1] - a
-        if prefixed:  # Parquet PLAIN: the text's length (4 bytes, little-endian) before it
-            size = p - offsets[row] - 4
-            for k in range(4):
-                out[offsets[row] + k] = (size >> (8 * k)) & 255
-        else:
+        if newlines:
             out[p] = 10
             p += 1
     offsets[len(event)] = p

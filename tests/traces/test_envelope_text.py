@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dedup.traces import TraceConfig
+from dedup.traces import TraceConfig, envelope_text
 from dedup.traces.catalogue import Event
 from dedup.traces.envelope_text import render_lines
 from dedup.traces.generate import generate_frame
@@ -54,15 +54,20 @@ def test_the_traces_compared_cover_every_event_type_and_shape(traces):
         ("voice", False), ("voice", True), ("chat", False), ("chat", True)}
 
 
-def test_parquet_framing_puts_each_length_before_the_same_text(traces):
+def test_arrow_framing_is_the_same_texts_back_to_back_with_int32_offsets(traces):
     frame = traces["mixed", 2].iloc[:500]
     plain, _ = render_lines(frame, 2)
-    framed, offsets = render_lines(frame, 2, "parquet", np.zeros(10, dtype=np.uint8))  # too small: not used
-    texts = []
-    for lo, hi in itertools.pairwise(offsets):
-        assert int.from_bytes(bytes(framed[lo:lo + 4]), "little") == hi - lo - 4
-        texts.append(bytes(framed[lo + 4:hi]))
+    packed, offsets = render_lines(frame, 2, "arrow", np.zeros(10, dtype=np.uint8))  # too small: not used
+    assert offsets.dtype == np.int32 and offsets[0] == 0 and offsets[-1] == len(packed)
+    texts = [bytes(packed[lo:hi]) for lo, hi in itertools.pairwise(offsets)]
     assert b"\n".join(texts) + b"\n" == bytes(plain)
+
+
+def test_arrow_framing_refuses_a_chunk_its_int32_offsets_could_not_address(traces, monkeypatch):
+    monkeypatch.setattr(envelope_text, "_ARROW_STRING_BYTES", 1000)
+    with pytest.raises(ValueError, match="2 GiB"):
+        render_lines(traces["mixed", 2].iloc[:500], 2, "arrow")
+    assert len(render_lines(traces["mixed", 2].iloc[:500], 2)[1]) == 501  # JSONL's offsets are int64
 
 
 def test_a_chunk_renders_as_it_does_within_the_whole_trace(traces):
