@@ -33,6 +33,7 @@ EXTRA_OF: dict[str, str] = {
     "fakeredis": "workbench",
     "duckdb": "workbench",
     "numba": "workbench",
+    "pyarrow": "workbench",
     "pytest": "test",
     "hypothesis": "test",
     "cfnlint": "test",

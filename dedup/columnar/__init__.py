@@ -28,7 +28,7 @@ from dedup.columnar.derive import KeyColumns, derive_keys
 from dedup.columnar.dump import Dump
 from dedup.columnar.engine import connect
 from dedup.columnar.sweep import ColumnarSweep
-from dedup.columnar.write import NotEnoughDiskError, write_trace
+from dedup.columnar.write import NotEnoughDiskError, NotEnoughMemoryError, write_trace
 from dedup.keys import KeyStrategy
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "Dump",
     "KeyColumns",
     "NotEnoughDiskError",
+    "NotEnoughMemoryError",
     "analyze",
     "cache_paths",
     "cached_keys",

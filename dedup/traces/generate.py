@@ -440,4 +440,4 @@ def _frame(rows: dict[str, np.ndarray], events: _Events, n: int) -> pd.DataFrame
         "participant": events.participant[logical_old].astype(np.int32),
         "item": events.item[logical_old].astype(np.int32),
         "event_time_ms": events.time_ms[logical_old],
-    }, columns=list(FRAME_COLUMNS))
+    }, columns=list(FRAME_COLUMNS), copy=False)  # every column is a fresh array: copying doubles the peak
