@@ -61,7 +61,7 @@ log = logging.getLogger("dedup")
 # Shared by the scripts: parse a record into kind ('I' or 'D'), deadline, token, fingerprint;
 # encode a completed one (``at``: its deadline as decimal text); the fingerprint of a live lease
 # a token still holds (else nil); "now" from an argument or the server's clock; split a
-# comma-joined argument into n fields. A completed record without a fingerprint is the bare
+# comma-joined argument into its fields. A completed record without a fingerprint is the bare
 # decimal deadline, which Redis stores as an integer (72 bytes a key instead of 104).
 _RECORD_LUA = """
 local function parse(v)
@@ -92,33 +92,38 @@ local function clock_ms(arg)
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function split(s, n)
-  local t, start = {}, 1
-  for i = 1, n do
-    local stop = string.find(s, ',', start, true) or (#s + 1)
+local function split(s)
+  local t, start, i = {}, 1, 1
+  local stop = string.find(s, ',', 1, true)
+  while stop do
     t[i] = string.sub(s, start, stop - 1)
-    start = stop + 1
+    start, i = stop + 1, i + 1
+    stop = string.find(s, ',', start, true)
   end
+  t[i] = string.sub(s, start)
   return t
 end
 """
 
 # Every script takes one argument, ARGV[1]: its fields comma-joined, first now_ms ('' for the
 # server's clock, TIME), then the script's durations, then its per-key columns (one field per key
-# each). One argument costs the client one packing instead of one per field.
-# KEYS: storage keys. ARGV[1]: now_ms, lease_ms, slide_ms, the tokens, the fingerprints (may be
-# empty). Returns the comma-joined status letter (C/D/I) of each key followed by the fingerprint
+# each). One argument costs the client one packing instead of one per field. The fingerprints
+# column is left out when every fingerprint is empty (no payload validation): splitting costs
+# the server a few microseconds per field.
+# KEYS: storage keys. ARGV[1]: now_ms, lease_ms, slide_ms, the tokens, the fingerprints (if
+# any). Returns the comma-joined status letter (C/D/I) of each key followed by the fingerprint
 # on record. A fresh key costs one SET NX; a live lease held by the key's own token (the same
 # call sent again) is CLAIMED.
 CLAIM_LUA = _RECORD_LUA + """
 local n = #KEYS
-local a = split(ARGV[1], 3 + 2 * n)
+local a = split(ARGV[1])
+local fps_at = #a > 3 + n and 3 + n
 local now, lease_px, slide_px = clock_ms(a[1]), a[2], a[3]
 local slide = tonumber(slide_px)
 local lease_head = 'I' .. (now + tonumber(lease_px)) .. ','
 local out = {}
 for i, key in ipairs(KEYS) do
-  local token, fp = a[3 + i], a[3 + n + i]
+  local token, fp = a[3 + i], fps_at and a[fps_at + i] or ''
   local fresh = lease_head .. token .. ',' .. fp
   if redis.call('SET', key, fresh, 'PX', lease_px, 'NX') then
     out[i] = 'C' .. fp
@@ -140,16 +145,17 @@ end
 return table.concat(out, ',')
 """
 
-# KEYS: storage keys. ARGV[1]: now_ms, window_ms, the tokens, the fingerprints.
+# KEYS: storage keys. ARGV[1]: now_ms, window_ms, the tokens, the fingerprints (if any).
 # Returns one character per key: '1' completed, '0' not.
 COMPLETE_LUA = _RECORD_LUA + """
 local n = #KEYS
-local a = split(ARGV[1], 2 + 2 * n)
+local a = split(ARGV[1])
+local fps_at = #a > 2 + n and 2 + n
 local now, window_px = clock_ms(a[1]), a[2]
 local at = string.format('%d', now + tonumber(window_px))
 local out = {}
 for i, key in ipairs(KEYS) do
-  local v = redis.call('SET', key, done(at, a[2 + n + i]), 'PX', window_px, 'GET')
+  local v = redis.call('SET', key, done(at, fps_at and a[fps_at + i] or ''), 'PX', window_px, 'GET')
   out[i] = '1'
   -- The token between commas is only ever a lease's token field: our own lease needs no parse.
   if v and not string.find(v, ',' .. a[2 + i] .. ',', 3, true) then
@@ -169,7 +175,7 @@ return table.concat(out)
 # KEYS: storage keys. ARGV[1]: now_ms, lease_ms, the tokens. Moves the live leases still held by
 # the token to now + lease; returns one character per key: '1' extended, '0' not.
 EXTEND_LUA = _RECORD_LUA + """
-local a = split(ARGV[1], 2 + #KEYS)
+local a = split(ARGV[1])
 local now, lease_px = clock_ms(a[1]), a[2]
 local lease_head = 'I' .. (now + tonumber(lease_px)) .. ','
 local out = {}
@@ -188,7 +194,7 @@ return table.concat(out)
 # KEYS: storage keys. ARGV[1]: now_ms, the tokens. Deletes live records still held by the token;
 # returns one character per key: '1' released, '0' not.
 RELEASE_LUA = _RECORD_LUA + """
-local a = split(ARGV[1], 1 + #KEYS)
+local a = split(ARGV[1])
 local now = clock_ms(a[1])
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -351,7 +357,7 @@ class RedisStore(WindowStore):
 
     def _claim(self, skeys, tokens, fingerprints, now_ms, lease_ms, slide_ms):
         replies, failure = self._eval_groups(self._claim_script, [now_ms, lease_ms, slide_ms], skeys,
-                                             (tokens, fingerprints), split=_split_claims)
+                                             _token_columns(tokens, fingerprints), split=_split_claims)
         if failure is not None:
             # Undo what the reachable nodes granted, so a redelivery is not held IN_FLIGHT
             # for a lease by a batch that was never decided; best effort, the lease bounds it.
@@ -368,7 +374,8 @@ class RedisStore(WindowStore):
         if self.replicas_acked:
             return self._settle(owned, [], now_ms, window_ms, 0)[0]
         skeys, tokens, fps = zip(*owned, strict=True)
-        return self._eval(self._complete_script, [now_ms, window_ms], list(skeys), (tokens, fps))
+        columns = _token_columns(tokens, fps)
+        return self._eval(self._complete_script, [now_ms, window_ms], list(skeys), columns)
 
     def _settle(self, done, held, now_ms, window_ms, lease_ms):
         """Complete and extend (and WAIT, with ``replicas_acked``) in one pipeline: one round trip."""
@@ -377,7 +384,8 @@ class RedisStore(WindowStore):
         calls = []
         if done:
             skeys, tokens, fps = zip(*done, strict=True)
-            calls.append((self._complete_script, skeys, [_argv((now_ms, window_ms), (tokens, fps))]))
+            argv = _argv((now_ms, window_ms), _token_columns(tokens, fps))
+            calls.append((self._complete_script, skeys, [argv]))
         if held:
             skeys, tokens, _fps = zip(*held, strict=True)
             calls.append((self._extend_script, skeys, [_argv((now_ms, lease_ms), (tokens,))]))
@@ -456,6 +464,11 @@ class RedisStore(WindowStore):
         except redis.exceptions.NoScriptError:
             reply = self.client.execute_command("EVAL", script.script, len(keys), *encoded, argv)
         return _text(reply)
+
+
+def _token_columns(tokens: Sequence[str], fingerprints: Sequence[str]) -> tuple[Sequence[str], ...]:
+    """The per-key columns of a claim or complete: the tokens, and the fingerprints unless all are empty."""
+    return (tokens, fingerprints) if any(fingerprints) else (tokens,)
 
 
 def _argv(head: Sequence[Any], columns: Sequence[Sequence[str]]) -> str:
