@@ -30,10 +30,13 @@ finds a completed record it cannot tell from another consumer's and reports
 safe side). So a store built from a URL never retries (redis-py would re-send
 after a timeout); a client passed in keeps its own retry settings.
 
-Per-key arguments (tokens, fingerprints) travel as one comma-joined argument per
-column and each script answers with one string: redis-py packs and parses every
-argument and reply element in Python, and on a batch of ten that work, not the
-round trip, was most of a phase's cost on a loopback server.
+A script's arguments (now, durations, tokens, fingerprints) travel as one
+comma-joined argument, the keys as bytes, and each script answers with one
+string: redis-py packs and parses every argument and reply element in Python,
+and on a batch of ten that work, not the round trip, was most of a phase's cost
+on a loopback server. Inside the scripts, numbers are formatted once per call
+(Lua formats a number through printf; Redis converts a number argument of
+``redis.call`` the same way), so durations reach ``PX`` as the text they came in.
 """
 
 from __future__ import annotations
