@@ -48,7 +48,7 @@ import math
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from dedup.clock import SYSTEM_CLOCK, Clock
 from dedup.defaults import DEFAULT_PREFIX
@@ -68,13 +68,13 @@ class ClaimStatus(enum.Enum):
     IN_FLIGHT = "in_flight"
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The result of claiming one key.
+class Claim(NamedTuple):
+    """The result of claiming one key (immutable).
 
     ``token`` is the fencing token when CLAIMED; ``fingerprint`` is the payload
     fingerprint on record (the caller's when CLAIMED, the earlier event's
-    otherwise), used for payload validation.
+    otherwise), used for payload validation. A named tuple: a batch builds one
+    per key, and a tuple costs a third of a frozen dataclass to build.
     """
 
     key: str
@@ -84,8 +84,7 @@ class Claim:
     fingerprint: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimOutcome:
+class ClaimOutcome(NamedTuple):
     """What a backend's ``_claim`` hook reports for one key."""
 
     status: ClaimStatus
@@ -117,12 +116,19 @@ class WindowStore(ABC):
 
     def storage_key(self, key: str) -> str:
         """The bounded, namespaced key under which ``key`` is stored."""
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"a dedup key must be a non-empty string, got {key!r:.80}")
-        raw = digest(key, STORAGE_KEY_DIGEST_BYTES)
-        # base64url without padding; binascii directly is a third faster than base64's wrappers.
-        encoded = binascii.b2a_base64(raw, newline=False).rstrip(b"=").translate(_BASE64_TO_URLSAFE)
-        return self.prefix + encoded.decode("ascii")
+        return self._storage_keys((key,))[0]
+
+    def _storage_keys(self, keys: Sequence[str]) -> list[str]:
+        """``storage_key`` of each key, in one loop (hashing is a visible part of a claim's cost)."""
+        prefix, b2a_base64, urlsafe = self.prefix, binascii.b2a_base64, _BASE64_TO_URLSAFE
+        out = []
+        for key in keys:
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"a dedup key must be a non-empty string, got {key!r:.80}")
+            # base64url without padding; binascii directly is a third faster than base64's wrappers.
+            encoded = b2a_base64(digest(key, STORAGE_KEY_DIGEST_BYTES), newline=False)
+            out.append(prefix + encoded.rstrip(b"=").translate(urlsafe).decode("ascii"))
+        return out
 
     def claim(
         self,
@@ -148,14 +154,15 @@ class WindowStore(ABC):
             raise ValueError("fingerprints must match keys one to one")
         if fingerprints is not None and any(not isinstance(f, str) or "," in f for f in fps):
             raise ValueError("fingerprints must be strings without commas (e.g. hex digests)")
-        skeys = [self.storage_key(k) for k in keys]
+        skeys = self._storage_keys(keys)
         tokens = self._new_tokens(len(keys))
         outcomes = self._call(
             self._claim, skeys, tokens, fps, self._now_ms(), lease_ms, slide_ms
         )
+        claimed, new = ClaimStatus.CLAIMED, tuple.__new__  # Claim._make without its length check
         return [
-            Claim(k, sk, o.status, tok if o.status is ClaimStatus.CLAIMED else None, o.fingerprint)
-            for k, sk, tok, o in zip(keys, skeys, tokens, outcomes, strict=True)
+            new(Claim, (k, sk, status, tok if status is claimed else None, fp))
+            for k, sk, tok, (status, fp) in zip(keys, skeys, tokens, outcomes, strict=True)
         ]
 
     def complete(self, claims: Sequence[Claim], window_s: float) -> list[bool]:
@@ -303,6 +310,8 @@ def clock_ms(clock: Clock) -> int:
 
 def _per_owned(claims: Sequence[Claim], results: list[bool]) -> list[bool]:
     """Spread the results of the CLAIMED claims back over ``claims`` (others report ``False``)."""
+    if len(results) == len(claims):  # every claim was CLAIMED
+        return [bool(r) for r in results]
     it = iter(results)
     return [bool(next(it)) if c.status is ClaimStatus.CLAIMED else False for c in claims]
 

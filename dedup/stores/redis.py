@@ -30,10 +30,13 @@ finds a completed record it cannot tell from another consumer's and reports
 safe side). So a store built from a URL never retries (redis-py would re-send
 after a timeout); a client passed in keeps its own retry settings.
 
-Per-key arguments (tokens, fingerprints) travel as one comma-joined argument per
-column and each script answers with one string: redis-py packs and parses every
-argument and reply element in Python, and on a batch of ten that work, not the
-round trip, was most of a phase's cost on a loopback server.
+A script's arguments (now, durations, tokens, fingerprints) travel as one
+comma-joined argument, the keys as bytes, and each script answers with one
+string: redis-py packs and parses every argument and reply element in Python,
+and on a batch of ten that work, not the round trip, was most of a phase's cost
+on a loopback server. Inside the scripts, numbers are formatted once per call
+(Lua formats a number through printf; Redis converts a number argument of
+``redis.call`` the same way), so durations reach ``PX`` as the text they came in.
 """
 
 from __future__ import annotations
@@ -59,10 +62,10 @@ from dedup.stores.base import DEFAULT_PREFIX, ClaimOutcome, ClaimStatus, WindowS
 log = logging.getLogger("dedup")
 
 # Shared by the scripts: parse a record into kind ('I' or 'D'), deadline, token, fingerprint;
-# encode a completed one; the fingerprint of a live lease a token still holds (else nil); "now"
-# from an argument or the server's clock; split a comma-joined argument into n fields. A completed record
-# without a fingerprint is the bare decimal deadline, which Redis stores as an integer (72
-# bytes a key instead of 104).
+# encode a completed one (``at``: its deadline as decimal text); the fingerprint of a live lease
+# a token still holds (else nil); "now" from an argument or the server's clock; split a
+# comma-joined argument into its fields. A completed record without a fingerprint is the bare
+# decimal deadline, which Redis stores as an integer (72 bytes a key instead of 104).
 _RECORD_LUA = """
 local function parse(v)
   local c = string.byte(v, 1)
@@ -76,9 +79,9 @@ local function parse(v)
   if not c2 then return nil end
   return kind, deadline, string.sub(rest, 1, c2 - 1), string.sub(rest, c2 + 1)
 end
-local function done(deadline, fp)
-  if fp == '' then return string.format('%d', deadline) end
-  return 'D' .. string.format('%d', deadline) .. ',' .. fp
+local function done(at, fp)
+  if fp == '' then return at end
+  return 'D' .. at .. ',' .. fp
 end
 local function held_by(key, token, now)
   local v = redis.call('GET', key)
@@ -92,40 +95,52 @@ local function clock_ms(arg)
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function split(s, n)
-  local t, start = {}, 1
-  for i = 1, n do
-    local stop = string.find(s, ',', start, true) or (#s + 1)
+local function split(s)
+  local t, start, i = {}, 1, 1
+  local stop = string.find(s, ',', 1, true)
+  while stop do
     t[i] = string.sub(s, start, stop - 1)
-    start = stop + 1
+    start, i = stop + 1, i + 1
+    stop = string.find(s, ',', start, true)
   end
+  t[i] = string.sub(s, start)
   return t
 end
 """
 
-# Every script's ARGV[1] is now_ms, or '' for the server's clock (TIME).
-# KEYS: storage keys. ARGV: now_ms, lease_ms, slide_ms, the tokens and the fingerprints (each
-# comma-joined, one per key; fingerprints may be empty). Returns the comma-joined status letter
-# (C/D/I) of each key followed by the fingerprint on record. A fresh key costs one SET NX; a
-# live lease held by the key's own token (the same call sent again) is CLAIMED.
+# Every script takes one argument, ARGV[1]: its fields comma-joined, first now_ms ('' for the
+# server's clock, TIME), then the script's durations, then its per-key columns (one field per key
+# each). One argument costs the client one packing instead of one per field. The fingerprints
+# column is left out when every fingerprint is empty (no payload validation): splitting costs
+# the server a few microseconds per field.
+# KEYS: storage keys. ARGV[1]: now_ms, lease_ms, slide_ms, the tokens, the fingerprints (if
+# any). Returns the comma-joined status letter (C/D/I) of each key followed by the fingerprint
+# on record. A fresh key costs one SET NX; a live lease held by the key's own token (the same
+# call sent again) is CLAIMED.
 CLAIM_LUA = _RECORD_LUA + """
-local now, lease, slide = clock_ms(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tokens, fps = split(ARGV[4], #KEYS), split(ARGV[5], #KEYS)
+local n = #KEYS
+local a = split(ARGV[1])
+local fps_at = #a > 3 + n and 3 + n
+local now, lease_px, slide_px = clock_ms(a[1]), a[2], a[3]
+local slide = tonumber(slide_px)
+local lease_head = 'I' .. (now + tonumber(lease_px)) .. ','
 local out = {}
 for i, key in ipairs(KEYS) do
-  local fp = fps[i]
-  local fresh = 'I' .. (now + lease) .. ',' .. tokens[i] .. ',' .. fp
-  if redis.call('SET', key, fresh, 'PX', lease, 'NX') then
+  local token, fp = a[3 + i], fps_at and a[fps_at + i] or ''
+  local fresh = lease_head .. token .. ',' .. fp
+  if redis.call('SET', key, fresh, 'PX', lease_px, 'NX') then
     out[i] = 'C' .. fp
   else
     local kind, deadline, rec_token, rec_fp = parse(redis.call('GET', key) or '0')
     if kind == 'D' and deadline > now then
-      if slide > 0 then redis.call('SET', key, done(now + slide, rec_fp), 'PX', slide) end
+      if slide > 0 then
+        redis.call('SET', key, done(string.format('%d', now + slide), rec_fp), 'PX', slide_px)
+      end
       out[i] = 'D' .. rec_fp
     elseif kind == 'I' and deadline > now then
-      if rec_token == tokens[i] then out[i] = 'C' .. rec_fp else out[i] = 'I' .. rec_fp end
+      if rec_token == token then out[i] = 'C' .. rec_fp else out[i] = 'I' .. rec_fp end
     else
-      redis.call('SET', key, fresh, 'PX', lease)
+      redis.call('SET', key, fresh, 'PX', lease_px)
       out[i] = 'C' .. fp
     end
   end
@@ -133,18 +148,22 @@ end
 return table.concat(out, ',')
 """
 
-# KEYS: storage keys. ARGV: now_ms, window_ms, the tokens and the fingerprints (comma-joined).
+# KEYS: storage keys. ARGV[1]: now_ms, window_ms, the tokens, the fingerprints (if any).
 # Returns one character per key: '1' completed, '0' not.
 COMPLETE_LUA = _RECORD_LUA + """
-local now, window = clock_ms(ARGV[1]), tonumber(ARGV[2])
-local tokens, fps = split(ARGV[3], #KEYS), split(ARGV[4], #KEYS)
+local n = #KEYS
+local a = split(ARGV[1])
+local fps_at = #a > 2 + n and 2 + n
+local now, window_px = clock_ms(a[1]), a[2]
+local at = string.format('%d', now + tonumber(window_px))
 local out = {}
 for i, key in ipairs(KEYS) do
-  local v = redis.call('SET', key, done(now + window, fps[i]), 'PX', window, 'GET')
+  local v = redis.call('SET', key, done(at, fps_at and a[fps_at + i] or ''), 'PX', window_px, 'GET')
   out[i] = '1'
-  if v then
-    local kind, deadline, rec_token = parse(v)
-    if kind ~= nil and deadline > now and not (kind == 'I' and rec_token == tokens[i]) then
+  -- The token between commas is only ever a lease's token field: our own lease needs no parse.
+  if v and not string.find(v, ',' .. a[2 + i] .. ',', 3, true) then
+    local kind, deadline = parse(v)
+    if kind ~= nil and deadline > now then
       -- Not ours to complete: put it back. Its TTL is housekeeping (the deadline decides), at
       -- least a second, so a record put back in its last milliseconds of an injected clock's
       -- time is not swept by the server's real-time TTL before that clock reaches its deadline.
@@ -156,32 +175,34 @@ end
 return table.concat(out)
 """
 
-# KEYS: storage keys. ARGV: now_ms, lease_ms, the tokens (comma-joined). Moves the live leases
-# still held by the token to now + lease; returns one character per key: '1' extended, '0' not.
+# KEYS: storage keys. ARGV[1]: now_ms, lease_ms, the tokens. Moves the live leases still held by
+# the token to now + lease; returns one character per key: '1' extended, '0' not.
 EXTEND_LUA = _RECORD_LUA + """
-local now, lease = clock_ms(ARGV[1]), tonumber(ARGV[2])
-local tokens = split(ARGV[3], #KEYS)
+local a = split(ARGV[1])
+local now, lease_px = clock_ms(a[1]), a[2]
+local lease_head = 'I' .. (now + tonumber(lease_px)) .. ','
 local out = {}
 for i, key in ipairs(KEYS) do
-  local fp = held_by(key, tokens[i], now)
+  local token = a[2 + i]
+  local fp = held_by(key, token, now)
   out[i] = '0'
   if fp then
-    redis.call('SET', key, 'I' .. (now + lease) .. ',' .. tokens[i] .. ',' .. fp, 'PX', lease)
+    redis.call('SET', key, lease_head .. token .. ',' .. fp, 'PX', lease_px)
     out[i] = '1'
   end
 end
 return table.concat(out)
 """
 
-# KEYS: storage keys. ARGV: now_ms, the tokens (comma-joined). Deletes live records still held by
-# the token; returns one character per key: '1' released, '0' not.
+# KEYS: storage keys. ARGV[1]: now_ms, the tokens. Deletes live records still held by the token;
+# returns one character per key: '1' released, '0' not.
 RELEASE_LUA = _RECORD_LUA + """
-local now = clock_ms(ARGV[1])
-local tokens = split(ARGV[2], #KEYS)
+local a = split(ARGV[1])
+local now = clock_ms(a[1])
 local out = {}
 for i, key in ipairs(KEYS) do
   out[i] = '0'
-  if held_by(key, tokens[i], now) then
+  if held_by(key, a[1 + i], now) then
     redis.call('DEL', key)
     out[i] = '1'
   end
@@ -193,6 +214,8 @@ return table.concat(out)
 _SECRET_QUERY_PARAM = re.compile(r"(?<![^&])((?:ssl_)?password)=[^&]*", re.IGNORECASE)
 
 _STATUS = {"C": ClaimStatus.CLAIMED, "D": ClaimStatus.DUPLICATE, "I": ClaimStatus.IN_FLIGHT}
+# The outcomes of a claim reply without a fingerprint (no payload validation), built once.
+_BLANK_OUTCOMES = {letter: ClaimOutcome(status) for letter, status in _STATUS.items()}
 
 # URL schemes of a Redis Cluster, mapped to the scheme redis-py parses.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -296,6 +319,7 @@ class RedisStore(WindowStore):
         if isinstance(client, str):
             client = self._call(_client_from_url, client, socket_timeout_s)
         self.client = client
+        self._key_encoding = client.get_encoder().encoding
         self._claim_script = client.register_script(CLAIM_LUA)
         self._complete_script = client.register_script(COMPLETE_LUA)
         self._extend_script = client.register_script(EXTEND_LUA)
@@ -336,7 +360,7 @@ class RedisStore(WindowStore):
 
     def _claim(self, skeys, tokens, fingerprints, now_ms, lease_ms, slide_ms):
         replies, failure = self._eval_groups(self._claim_script, [now_ms, lease_ms, slide_ms], skeys,
-                                             (tokens, fingerprints), split=_split_claims)
+                                             _token_columns(tokens, fingerprints), split=_split_claims)
         if failure is not None:
             # Undo what the reachable nodes granted, so a redelivery is not held IN_FLIGHT
             # for a lease by a batch that was never decided; best effort, the lease bounds it.
@@ -347,13 +371,14 @@ class RedisStore(WindowStore):
                 if granted:
                     self._release(granted, now_ms)
             raise failure
-        return [ClaimOutcome(_STATUS[r[0]], r[1:]) for r in replies]
+        return [_BLANK_OUTCOMES.get(r) or ClaimOutcome(_STATUS[r[0]], r[1:]) for r in replies]
 
     def _complete(self, owned, now_ms, window_ms):
         if self.replicas_acked:
             return self._settle(owned, [], now_ms, window_ms, 0)[0]
         skeys, tokens, fps = zip(*owned, strict=True)
-        return self._eval(self._complete_script, [now_ms, window_ms], list(skeys), (tokens, fps))
+        columns = _token_columns(tokens, fps)
+        return self._eval(self._complete_script, [now_ms, window_ms], list(skeys), columns)
 
     def _settle(self, done, held, now_ms, window_ms, lease_ms):
         """Complete and extend (and WAIT, with ``replicas_acked``) in one pipeline: one round trip."""
@@ -362,10 +387,11 @@ class RedisStore(WindowStore):
         calls = []
         if done:
             skeys, tokens, fps = zip(*done, strict=True)
-            calls.append((self._complete_script, skeys, [now_ms, window_ms, ",".join(tokens), ",".join(fps)]))
+            argv = _argv((now_ms, window_ms), _token_columns(tokens, fps))
+            calls.append((self._complete_script, skeys, [argv]))
         if held:
             skeys, tokens, _fps = zip(*held, strict=True)
-            calls.append((self._extend_script, skeys, [now_ms, lease_ms, ",".join(tokens)]))
+            calls.append((self._extend_script, skeys, [_argv((now_ms, lease_ms), (tokens,))]))
         acked = done and self.replicas_acked
         wait = ("WAIT", self.replicas_acked, self.replica_timeout_ms) if acked else None
         replies = _pipelined_scripts(self.client, calls, wait)
@@ -388,7 +414,7 @@ class RedisStore(WindowStore):
 
     def _eval(self, script: Script, head: list[Any], keys: list[str], columns: tuple[Sequence[str], ...]
               ) -> list[bool]:
-        """Run ``script`` over ``keys`` (ARGV: ``head``, then each column comma-joined); a flag per key."""
+        """Run ``script`` over ``keys`` (its argument: ``head``, then each column); a flag per key."""
         replies, failure = self._eval_groups(script, head, keys, columns, split=_split_flags)
         if failure is not None:
             raise failure
@@ -405,13 +431,13 @@ class RedisStore(WindowStore):
         either fully succeeds or raises.
         """
         if not self.cluster:
-            return split(_text(script(keys=keys, args=[*head, *(",".join(c) for c in columns)]))), None
+            return split(self._run(script, keys, _argv(head, columns))), None
         groups: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
             groups.setdefault(self.client.keyslot(key), []).append(i)
         calls = [
             (self.client.get_node_from_key(keys[idx[0]]), [keys[i] for i in idx],
-             [*head, *(",".join(c[i] for i in idx) for c in columns)])
+             [_argv(head, [[c[i] for i in idx] for c in columns])])
             for idx in groups.values()
         ]
         replies: list[Any] = [None] * len(keys)
@@ -423,6 +449,37 @@ class RedisStore(WindowStore):
             for i, r in zip(idx, split(_text(reply)), strict=True):
                 replies[i] = r
         return replies, failure
+
+    def _run(self, script: Script, keys: Sequence[str], argv: str) -> str:
+        """One call of ``script`` on a single server, its reply as text.
+
+        The command goes straight to ``execute_command`` (redis-py's ``Script``
+        wrapper copies the arguments once more); a server that lost its script
+        cache (restart, failover) answers NOSCRIPT, and the call is sent again
+        as EVAL, which runs and caches it (safe: NOSCRIPT means it did not run).
+        The keys go as bytes, in the client's encoding: redis-py packs bytes for
+        about two thirds of what it costs it to encode a string.
+        """
+        encoding = self._key_encoding
+        encoded = [k.encode(encoding) for k in keys]
+        try:
+            reply = self.client.execute_command("EVALSHA", script.sha, len(keys), *encoded, argv)
+        except redis.exceptions.NoScriptError:
+            reply = self.client.execute_command("EVAL", script.script, len(keys), *encoded, argv)
+        return _text(reply)
+
+
+def _token_columns(tokens: Sequence[str], fingerprints: Sequence[str]) -> tuple[Sequence[str], ...]:
+    """The per-key columns of a claim or complete: the tokens, and the fingerprints unless all are empty."""
+    return (tokens, fingerprints) if any(fingerprints) else (tokens,)
+
+
+def _argv(head: Sequence[Any], columns: Sequence[Sequence[str]]) -> str:
+    """A script's one argument: the fields of ``head``, then of each column in turn, comma-joined."""
+    fields = [str(h) for h in head]
+    for column in columns:
+        fields += column
+    return ",".join(fields)
 
 
 def _pipelined_scripts(client: redis.Redis, calls: list[tuple[Script, Sequence[str], list[Any]]],

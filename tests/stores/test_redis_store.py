@@ -197,3 +197,24 @@ def test_a_fingerprint_with_a_comma_is_refused_before_anything_is_written(redis_
     with pytest.raises(ValueError, match="without commas"):
         store.claim(["a", "b"], lease_s=10, fingerprints=["ok", "not,ok"])
     assert redis_client.keys("comma:*") == []
+
+
+def test_a_server_that_lost_its_scripts_still_claims_and_completes_once_each(redis_client, clock):
+    store = RedisStore(redis_client, clock=clock, prefix="flushed:")
+    store.complete(store.claim(["warm"], lease_s=5), window_s=5)  # the scripts are cached
+    redis_client.script_flush()  # as after a restart or a failover
+    redis_client.config_resetstat()
+    claims = store.claim(["a", "b"], lease_s=30)
+    assert [c.status for c in claims] == [ClaimStatus.CLAIMED] * 2
+    assert store.complete(claims, window_s=60) == [True, True]
+    assert [c.status for c in store.claim(["a", "b"], lease_s=30)] == [ClaimStatus.DUPLICATE] * 2
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_eval"]["calls"] == 2  # each script re-sent once in full, then cached
+    assert stats["cmdstat_evalsha"]["calls"] == 3
+
+
+def test_a_prefix_beyond_ascii_names_the_keys_as_the_client_encodes_them(redis_client, clock):
+    store = RedisStore(redis_client, clock=clock, prefix="dédup→")
+    claims = store.claim(["k"], lease_s=30)
+    assert store.complete(claims, window_s=60) == [True]
+    assert redis_client.keys("*") == [claims[0].storage_key.encode()]

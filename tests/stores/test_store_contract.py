@@ -235,6 +235,15 @@ def test_fingerprints_are_recorded_and_returned_to_later_claims(store):
     assert again[0].fingerprint == "fp-1"
 
 
+def test_a_batch_mixing_keys_with_and_without_fingerprints_records_each_as_given(store, clock):
+    claims = store.claim(["with", "without"], lease_s=30, fingerprints=["fp-1", ""])
+    assert [c.fingerprint for c in claims] == ["fp-1", ""]
+    assert store.complete(claims, window_s=60) == [True, True]
+    again = store.claim(["with", "without", "new"], lease_s=30)
+    assert statuses(again) == [D, D, C]
+    assert [c.fingerprint for c in again] == ["fp-1", "", ""]
+
+
 def test_storage_keys_are_namespaced_and_bounded_whatever_the_raw_key(store):
     short, huge = store.storage_key("a"), store.storage_key("x" * 100_000)
     assert short.startswith(store.prefix) and huge.startswith(store.prefix)
