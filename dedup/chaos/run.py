@@ -13,6 +13,7 @@ reads the dead-letter queue and the ledger into a :class:`~dedup.chaos.report.Ch
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -180,11 +181,17 @@ class _ChaosRun:
                 pending += copies[c]
                 peek = pool.submit(self._copy_deliveries, copier, peeker_sqs, pending)
                 chunk = workload.good[c * size:(c + 1) * size]
-                report = publisher.publish(self.events, handles.bus_name, chunk, publish_retries=retries[c])
+                # A Redis crash comes just before a chunk is published, so its messages reach the
+                # consumers while the store is down, however fast they drained the last one; a
+                # failover comes mid-wave, while the consumers work on the chunk.
+                crashed = fault_after[c] > 0 and not config.failovers
+                with self._redis_crashed() if crashed else contextlib.nullcontext():
+                    report = publisher.publish(self.events, handles.bus_name, chunk,
+                                               publish_retries=retries[c])
                 published.accepted += report.sent
                 published.failed += len(report.failed)
                 pending = peek.result()
-                for _ in range(fault_after[c]):  # mid-wave, while the consumers work on this chunk
+                for _ in range(fault_after[c] - crashed):
                     self._fail_over() if config.failovers else self._restart_redis()
                 if (c + 1) % per_wave == 0 or c == chunks - 1:
                     self._wait(lambda: self._depth() <= config.wave_size // 2, config.settle_timeout_s)
@@ -225,17 +232,27 @@ class _ChaosRun:
 
     def _restart_redis(self) -> None:
         """Crash the dedup Redis (SIGKILL) and start it again after ``outage_s``, with what it persisted."""
+        with self._redis_crashed():
+            pass
+
+    @contextlib.contextmanager
+    def _redis_crashed(self) -> Iterator[None]:
+        """Crash the dedup Redis (SIGKILL) on entry; on exit, once ``outage_s`` has passed since the
+        crash, start it again with what it persisted."""
         stop_begin_s = SYSTEM_CLOCK.now_s()
         self.redis.kill()
         stop_end_s = SYSTEM_CLOCK.now_s()
         log.info("Redis crashed (persistence %s); restarting in %.1f s", self.config.redis_persistence,
                  self.config.outage_s)
         deadline = time.monotonic() + self.config.outage_s
-        self._wait(lambda: time.monotonic() >= deadline, self.config.outage_s + 1)
-        restart_s = SYSTEM_CLOCK.now_s()
-        self.redis.start()
-        self.restarts.append(Restart(stop_begin_s, stop_end_s, restart_s, SYSTEM_CLOCK.now_s()))
-        log.info("Redis restarted after %.1f s", restart_s - stop_begin_s)
+        try:
+            yield
+        finally:
+            self._wait(lambda: time.monotonic() >= deadline, self.config.outage_s + 1)
+            restart_s = SYSTEM_CLOCK.now_s()
+            self.redis.start()
+            self.restarts.append(Restart(stop_begin_s, stop_end_s, restart_s, SYSTEM_CLOCK.now_s()))
+            log.info("Redis restarted after %.1f s", restart_s - stop_begin_s)
 
     def _fail_over(self) -> None:
         """Fail Redis over while handlers run: the replica cut off and promoted, the primary demoted with
