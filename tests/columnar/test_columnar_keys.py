@@ -79,13 +79,21 @@ def _tricky(events: list[dict]) -> list[dict]:
     return out
 
 
-def _expected(events: list[dict], spec: str) -> np.ndarray:
+def _raw_keys(events: list[dict], spec: str) -> list[str | None]:
     strategy = key_strategy(spec)
-    hi, lo = np.full(len(events), -1, np.int64), np.full(len(events), -1, np.int64)
-    for i, event in enumerate(events):
+    raw: list[str | None] = []
+    for event in events:
         try:
-            raw = derive_key(strategy, event)
+            raw.append(derive_key(strategy, event))
         except MissingKeyError:
+            raw.append(None)
+    return raw
+
+
+def _expected(events: list[dict], spec: str) -> np.ndarray:
+    hi, lo = np.full(len(events), -1, np.int64), np.full(len(events), -1, np.int64)
+    for i, raw in enumerate(_raw_keys(events, spec)):
+        if raw is None:
             continue
         value = int.from_bytes(hashlib.md5(raw.encode("utf-8", "surrogatepass")).digest(), "little")
         hi[i], lo[i] = value >> 65, value & ((1 << 63) - 1)
@@ -109,9 +117,11 @@ def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 def test_the_sql_fast_paths_were_checked_against_the_keys_in_use():
     # A changed strategy loses its SQL fast path (its rows are keyed in Python: exact, slower) until the
     # tests here pass with it again and VALIDATED holds the new source hash.
-    assert validated("envelope-id") and validated("time")
-    assert key_layers("envelope-id") is not None
-    assert key_layers("auto") is None  # the vendor keys are keyed in Python
+    for path in ("envelope-id", "time", "auto", "genesys", "nice"):
+        assert validated(path), path
+    for spec in ("envelope-id", "auto", "genesys", "nice"):
+        assert key_layers(spec) is not None
+    assert key_layers("fingerprint") is None and key_layers("auto:nice=com.acme.cxone") is None
 
 
 @pytest.mark.parametrize("spec", STRATEGIES)
@@ -124,6 +134,10 @@ def test_when_samples_and_tricky_values_are_keyed_then_keys_equal_derive_key(tmp
     assert (keys.codes == _expected(events, spec)).all()
 
 
+def _fingerprinted(raw: str | None) -> bool:
+    return raw is None or raw.startswith("fp:") or "|body=" in raw
+
+
 @pytest.mark.parametrize("spec", STRATEGIES)
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".parquet"])
 def test_when_a_generated_trace_is_keyed_from_disk_then_keys_equal_derive_key(tmp_path, spec, suffix):
@@ -133,8 +147,21 @@ def test_when_a_generated_trace_is_keyed_from_disk_then_keys_equal_derive_key(tm
     events = list(generate(config, cache=False).envelopes())
     assert (keys.codes == _expected(events, spec)).all()
     assert keys.has_truth
-    if key_layers(spec) is not None:  # generated envelopes are plain: only those without a key went to Python
-        assert keys.python_rows == keys.unkeyed
+    if key_layers(spec) is not None:
+        # Generated envelopes are plain: only body fingerprints and rows without a key went to Python.
+        assert keys.python_rows == sum(map(_fingerprinted, _raw_keys(events, spec)))
+
+
+@pytest.mark.parametrize("spec", ["auto", "genesys", "nice"])
+@pytest.mark.parametrize(("source", "seed"), [("genesys", 1), ("genesys", 15), ("nice", 2), ("nice", 15),
+                                              ("mixed", 3), ("mixed", 15)])
+def test_vendor_keys_of_generated_traces_of_every_source_equal_derive_key(tmp_path, spec, source, seed):
+    config = TraceConfig(n_events=3000, source=source, seed=seed)
+    dump = write_trace(config, tmp_path / "trace.parquet", workers=1)
+    keys = derive_keys(dump, spec)
+    events = list(generate(config, cache=False).envelopes())
+    assert (keys.codes == _expected(events, spec)).all()
+    assert keys.python_rows == sum(map(_fingerprinted, _raw_keys(events, spec)))
 
 
 def test_when_a_line_is_not_an_envelope_then_the_error_names_the_line(tmp_path):
