@@ -287,7 +287,8 @@ def _vendor_sql(vendors: tuple[str, ...]) -> list[str]:
 
 #: Strategy specs with an SQL fast path: the select lists (innermost first) ending in column ``k``.
 FAST_SPECS = {
-    "envelope-id": lambda: ["CASE WHEN dd_str(id) <> '' THEN 'id:' || dd_str(id) END AS k"],
+    "envelope-id": lambda: ["CASE WHEN dd_certain(line, [try(json_keys(line))]) AND dd_str(id) <> '' "
+                            "THEN 'id:' || dd_str(id) END AS k"],
     "auto": lambda: _vendor_sql(("genesys", "nice")),
     "genesys": lambda: _vendor_sql(("genesys",)),
     "nice": lambda: _vendor_sql(("nice",)),
