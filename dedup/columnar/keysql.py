@@ -73,7 +73,7 @@ MACROS = [
     f"""CREATE OR REPLACE TEMP MACRO dd_epoch(v) AS
         CASE
           WHEN starts_with(v, '"') THEN CASE WHEN regexp_full_match(v[2:-2], '{_ISO}') THEN
-            (dd_epoch_us(v) - ((dd_epoch_us(v) % 1000) + 1000) % 1000) // 1000 END
+            (dd_epoch_us(v) + 1000000000000000000) // 1000 - 1000000000000000 END
           WHEN regexp_full_match(v, '0|-?[1-9][0-9]{{0,17}}') THEN
             CASE WHEN abs(v::BIGINT) < 100000000000 THEN v::BIGINT * 1000 ELSE v::BIGINT END
         END""",
@@ -86,7 +86,7 @@ MACROS = [
              OR NOT regexp_matches(line, '[:,\[]\s*[-+]?(?i:inf|nan)'))
         AND list_bool_and(list_transform(ks, lambda k: k IS NULL OR len(list_distinct(k)) = len(k)))""",
     # dict.get(...) is None or == "": a missing name, a JSON null, an empty string.
-    """CREATE OR REPLACE TEMP MACRO dd_absent(v) AS v IS NULL OR v = 'null' OR v = '""'""",
+    """CREATE OR REPLACE TEMP MACRO dd_absent(v) AS coalesce(v IN ('null', '""'), true)""",
     # dedup.keys._text of a string (without escapes), an integer or a boolean; NULL for anything else.
     """CREATE OR REPLACE TEMP MACRO dd_text(v) AS
         CASE WHEN starts_with(v, '"') THEN dd_str(v)
@@ -154,8 +154,9 @@ def _family_sql(head: str, family: key_catalogue.Family, value: Any) -> str:
     return f"CASE WHEN {present('item', 'time')} THEN {joined('id', 'item', 'time')} END"
 
 
-def _genesys_sql() -> list[str]:
-    """Layers ending in ``dd_genesys``: ``GenesysKey`` of a Genesys event (the caller tests its source).
+def _genesys_sql() -> tuple[list[str], str]:
+    """Layers ending in ``dd_genesys``: ``GenesysKey`` of a Genesys event (the caller tests its source),
+    and the name lists of the objects on the way to its fields (for ``dd_certain``).
 
     The family comes from the topic (``genesys_family``); the line is then read again for that family's
     fields only (each extracted path costs more than a parse).
@@ -169,21 +170,30 @@ def _genesys_sql() -> list[str]:
                     if suffix.startswith("*") else f"ends_with(dd_topic, {_literal(suffix)})")
             family_of.append(f"WHEN starts_with(dd_topic, {_literal(prefix)}) AND {test} "
                              f"THEN {key_catalogue.GENESYS_FAMILIES.index(family)}")
-    reads, keys, width = [], [], 0
+    reads, keys, objects, width = [], [], [], 0
+    lists: list[tuple[str, str]] = []  # a list path's values, then its text: columns, each computed once
     for i, family in enumerate(key_catalogue.GENESYS_FAMILIES):
         if family.fingerprint_only:
             continue
         paths: list[str] = []
+        on_the_way = ["$", "$.detail", _GENESYS_BODY]
+        for _, segments, _, _ in family.paths:
+            for n in range(1, len(segments or ())):
+                if not any(seg.endswith("]") for seg in segments[:n]):
+                    on_the_way.append(_json_path(_GENESYS_BODY, segments[:n]))
+        objects.append(f"WHEN {i} THEN try(json_keys(line, {_paths_list(list(dict.fromkeys(on_the_way)))}))")
 
-        def value(path: str, segments: tuple[str, ...] | None, paths: list[str] = paths) -> Any:
+        def value(path: str, segments: tuple[str, ...] | None, paths: list[str] = paths, i: int = i) -> Any:
             segments = segments or (path,)
             if any(seg.endswith("[]") for seg in segments):
                 if len(segments) != 2 or not segments[0].endswith("[]"):
                     raise ValueError(f"{path}: only 'list[].name' paths have an SQL form")
                 paths.append(_json_path(_GENESYS_BODY, (segments[0][:-2],)))
-                items = f"dd_g{len(paths)}"
+                items, n = f"dd_g{len(paths)}", len(lists) + 1
                 found = f"json_extract({items}, {_literal('$[*].' + segments[1])})::VARCHAR[]"
-                return ("list", f"dd_list_text({items}, {found}, {_literal(segments[1])})")
+                lists.append((f"CASE WHEN dd_gfamily = {i} THEN {found} END AS dd_found{n}",
+                              f"dd_list_text({items}, dd_found{n}, {_literal(segments[1])}) AS dd_list{n}"))
+                return ("list", f"dd_list{n}")
             paths.append(_json_path(_GENESYS_BODY, segments))
             return f"dd_g{len(paths)}"
 
@@ -196,7 +206,8 @@ def _genesys_sql() -> list[str]:
             f"CASE {' '.join(family_of)} END AS dd_gfamily",
             f"CASE WHEN dd_genesys_source THEN CASE dd_gfamily {' '.join(reads)} END END AS dd_g",
             ", ".join(f"dd_g[{n}] AS dd_g{n}" for n in range(1, width + 1)),
-            f"CASE dd_gfamily {' '.join(keys)} END AS dd_genesys"]
+            *(", ".join(layer) for layer in zip(*lists, strict=True)),
+            f"CASE dd_gfamily {' '.join(keys)} END AS dd_genesys"], f"CASE dd_gfamily {' '.join(objects)} END"
 
 
 def _nice_names() -> list[str]:
@@ -221,27 +232,29 @@ def _nice_sql() -> list[str]:
     outer = [_json_path("$.detail", (name,)) for name in names]
 
     def body(name: str) -> str:
-        return f"dd_nb{index[name]}"
+        return f"dd_n{index[name]}"
 
     def value(name: str, _segments: object = None) -> str:
         return f"dd_nv{index[name]}"
 
-    columns = [f"dd_n[{i}] AS dd_nb{i}, CASE WHEN dd_n[{i}] IS NULL OR dd_n[{i}] = 'null' "
-               f"THEN dd_n[{len(names) + i}] ELSE dd_n[{i}] END AS dd_nv{i}" for i in index.values()]
-
+    fields = {index[path] for family in key_catalogue.NICE_FAMILIES for path, _, _, _ in family.paths}
     family_of = []  # dedup.key_catalogue.nice_family: the first family any of whose names is present
     for i, family in enumerate(key_catalogue.NICE_FAMILIES):
         present = " OR ".join(f"NOT dd_absent({body(name)})" for name in family.match)
         family_of.append(f"WHEN {present} THEN {i}")
     detail_type = _extracted("n_detail_type", '$."detail-type"')
-    kind = f"dd_nice_kind(dd_n[{len(names) + index['eventType']}], dd_n[{len(names) + index['Type']}], " \
-           f"{body('Type')}, {detail_type})"
-    keys = " ".join(f"WHEN {i} THEN {_family_sql(chr(39) + 'nice:' + chr(39) + ' || dd_kind', f, value)}"
+    kind = (f"dd_nice_kind(dd_n{len(names) + index['eventType']}, dd_n{len(names) + index['Type']}, "
+            f"{body('Type')}, {detail_type})")
+    head = "'nice:' || dd_kind"
+    keys = " ".join(f"WHEN {i} THEN {_family_sql(head, f, value)}"
                     for i, f in enumerate(key_catalogue.NICE_FAMILIES) if not f.fingerprint_only)
+    # Columns, each computed once (a macro repeats its argument).
     return [f"CASE WHEN NOT dd_nice_source THEN NULL WHEN starts_with({payload}, '{{') "
             f"THEN json_extract(line, {_paths_list(inner + outer)})::VARCHAR[] "
             f"ELSE json_extract(line, {_paths_list(outer + outer)})::VARCHAR[] END AS dd_n",
-            ", ".join(columns),
+            ", ".join(f"dd_n[{i}] AS dd_n{i}" for i in range(1, 2 * len(names) + 1)),
+            ", ".join(f"coalesce(nullif(dd_n{i}, 'null'), dd_n{len(names) + i}) AS dd_nv{i}"
+                      for i in sorted(fields)),
             f"CASE {' '.join(family_of)} END AS dd_nfamily, {kind} AS dd_kind",
             f"CASE dd_nfamily {keys} END AS dd_nice"]
 
@@ -256,32 +269,26 @@ def _vendor_sql(vendors: tuple[str, ...]) -> list[str]:
     """The vendor keys of ``auto`` (default sources), ``genesys`` or ``nice``, where certain: every content
     fingerprint (an unknown family, no field present, another source) is NULL, keyed in Python."""
     source = _extracted("source", "$.source")
-    objects = ["$", "$.detail"]
-    if "genesys" in vendors:
-        objects.append(_GENESYS_BODY)
-        for family in key_catalogue.GENESYS_FAMILIES:
-            for _, segments, _, _ in family.paths:
-                for n in range(1, len(segments or ())):
-                    if not any(seg.endswith("]") for seg in segments[:n]):
-                        objects.append(_json_path(_GENESYS_BODY, segments[:n]))
-    if "nice" in vendors:
-        objects.append("$.detail.payload")
     genesys = f"coalesce(starts_with(dd_source, {_literal(key_catalogue.GENESYS_SOURCE_PREFIX)}), false)"
     nice = "true"  # NiceKey alone does not look at the source; auto sends it the bridge's events only
     if "genesys" in vendors:
         nice = f"coalesce(dd_source = {_literal(key_catalogue.NICE_BRIDGE_SOURCE)}, false)"
-    layers = [f"try(json_keys(line, {_paths_list(list(dict.fromkeys(objects)))})) AS dd_keys, "
-              f"dd_str({source}) AS dd_source",
+    layers = [f"dd_str({source}) AS dd_source",
               f"{genesys if 'genesys' in vendors else 'false'} AS dd_genesys_source, "
               f"{nice if 'nice' in vendors else 'false'} AS dd_nice_source"]
     choice = []
+    # A key is checked (dd_certain: a second read of the line) only where there is one.
     if "genesys" in vendors:
-        layers += _genesys_sql()
-        choice.append("WHEN dd_genesys_source THEN dd_genesys")
+        genesys_layers, objects = _genesys_sql()
+        layers += genesys_layers
+        choice.append(f"WHEN dd_genesys_source THEN CASE WHEN dd_genesys IS NULL THEN NULL "
+                      f"WHEN dd_certain(line, {objects}) THEN dd_genesys END")
     if "nice" in vendors:
         layers += _nice_sql()
-        choice.append("WHEN dd_nice_source THEN dd_nice")
-    layers.append(f"CASE WHEN dd_certain(line, dd_keys) THEN CASE {' '.join(choice)} END END AS k")
+        objects = f"try(json_keys(line, {_paths_list(['$', '$.detail', '$.detail.payload'])}))"
+        choice.append(f"WHEN dd_nice_source THEN CASE WHEN dd_nice IS NULL THEN NULL "
+                      f"WHEN dd_certain(line, {objects}) THEN dd_nice END")
+    layers.append(f"CASE {' '.join(choice)} END AS k")
     return layers
 
 
