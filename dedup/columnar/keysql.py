@@ -80,10 +80,12 @@ MACROS = [
     # A line both parsers read alike: DuckDB also takes trailing commas and inf/nan, which json.loads refuses
     # (a conservative test: such text inside a string also sends the row to Python), and no object on the
     # way to a field repeats a name (DuckDB reads the first, json.loads keeps the last). ks: json_keys lists.
-    r"""CREATE OR REPLACE TEMP MACRO dd_certain(line, ks) AS
+    r"""CREATE OR REPLACE TEMP MACRO dd_readable(line) AS
         NOT regexp_matches(line, ',\s*[\]}]')
         AND (NOT (line ILIKE '%inf%' OR line ILIKE '%nan%')
-             OR NOT regexp_matches(line, '[:,\[]\s*[-+]?(?i:inf|nan)'))
+             OR NOT regexp_matches(line, '[:,\[]\s*[-+]?(?i:inf|nan)'))""",
+    """CREATE OR REPLACE TEMP MACRO dd_certain(line, ks) AS
+        dd_readable(line)
         AND list_bool_and(list_transform(ks, lambda k: k IS NULL OR len(list_distinct(k)) = len(k)))""",
     # dict.get(...) is None or == "": a missing name, a JSON null, an empty string.
     """CREATE OR REPLACE TEMP MACRO dd_absent(v) AS coalesce(v IN ('null', '""'), true)""",
@@ -294,7 +296,11 @@ def _vendor_sql(vendors: tuple[str, ...]) -> list[str]:
 
 #: Strategy specs with an SQL fast path: the select lists (innermost first) ending in column ``k``.
 FAST_SPECS = {
-    "envelope-id": lambda: ["CASE WHEN dd_certain(line, [try(json_keys(line))]) AND dd_str(id) <> '' "
+    # Only the names read at the root must not repeat (a cheaper test than dd_certain's).
+    "envelope-id": lambda: ["try(json_keys(line)) AS dd_root",
+                            "CASE WHEN dd_str(id) <> '' AND dd_readable(line) "
+                            "AND len(list_filter(dd_root, lambda n: n = 'id')) = 1 "
+                            "AND len(list_filter(dd_root, lambda n: n = 'time')) <= 1 "
                             "THEN 'id:' || dd_str(id) END AS k"],
     "auto": lambda: _vendor_sql(("genesys", "nice")),
     "genesys": lambda: _vendor_sql(("genesys",)),
