@@ -1,21 +1,28 @@
 """Key strategies as DuckDB SQL: the raw key of ``dedup.keys`` built inside the scan, where certain.
 
 Each expression yields exactly what the Python code returns (the raw key
-string of ``EnvelopeId().key_for(event)``, the epoch ms of
-``dedup.keys.epoch_ms(event["time"])``) or NULL. NULL never means "no key": it
-means the row is not one of the plain shapes the SQL knows exactly (an escaped
-string, a timestamp that is neither strict ISO-8601 nor an integer, a value
-the strategy refuses), and the row is handed to the real Python code
-(:mod:`dedup.columnar.derive`). So the SQL is a fast path, never a second
-definition of a key.
+string of ``EnvelopeId().key_for(event)`` or of the vendor keys of ``auto``,
+``genesys`` and ``nice``, the epoch ms of ``dedup.keys.epoch_ms(event["time"])``)
+or NULL. NULL never means "no key": it means the row is not one of the plain
+shapes the SQL knows exactly (an escaped string, a float, a timestamp that is
+neither strict ISO-8601 nor an integer, a line DuckDB reads differently from
+``json.loads``, a value the strategy refuses), and the row is handed to the
+real Python code (:mod:`dedup.columnar.derive`). So the SQL is a fast path,
+never a second definition of a key.
 
-A fast path is only used while the ``dedup.keys`` code it reproduces is the
-code it was checked against (:data:`VALIDATED`, a hash of the source of the
-names in :data:`SOURCES`; the tests comparing it with ``derive_key`` and
-``epoch_ms`` on samples, tricky values and generated traces say when to update
-it): a changed strategy silently loses its fast path, never its exactness.
-Strategies without one (the vendor keys of ``auto``, ``fingerprint``,
-``business:...``) are keyed in Python for every row, on every core.
+The vendor keys are built from :mod:`dedup.key_catalogue` (families, their
+fields and order) for every family keyed by fields; a key that is a canonical
+fingerprint (an uncatalogued topic, a family without identifying fields, no
+field present, a source of neither vendor) is NULL: DuckDB has no BLAKE2b and
+no RFC 8785 writer, so those rows are keyed in Python.
+
+A fast path is only used while the ``dedup`` code it reproduces is the code it
+was checked against (:data:`VALIDATED`, a hash of the source of the names in
+:data:`SOURCES`; the tests comparing it with ``derive_key`` and ``epoch_ms`` on
+samples, tricky values, hypothesis-made values and generated traces say when
+to update it): a changed strategy or catalogue silently loses its fast path,
+never its exactness. Strategies without one (``fingerprint``, ``business:...``,
+``auto:nice=...``) are keyed in Python for every row, on every core.
 """
 
 from __future__ import annotations

@@ -267,6 +267,10 @@ _RAW_LINES = [
                   "v2.conversations.c1.transcription"),
     _genesys_line('{"transcripts": [{"utteranceId": "\\u00e9\\"x"}]}', "v2.conversations.c1.transcription"),
     _genesys_line('{"id": "a\\u0041", "eventTime": "2024-03-04T00:00:00+01:00"}', "v2.audits.x\\u0041"),
+    _genesys_line('{"eventTime": 1709510534688, "event\\u0054ime": 1709510534689, "participantId": "p"}',
+                  "v2.detail.events.conversation.c1.customer.start"),
+    _genesys_line('{"event\\u0054ime": 1709510534689, "p\\u0061rticipantId": "p"}',
+                  "v2.detail.events.conversation.c1.customer.start"),
     _genesys_line('{"presence": {"presenceDefinition": {"id": "p", "id": "q"}, '
                   '"modifiedDate": 1709510400000}}'),
     _genesys_line('{"outOfOffice": {"active": true}, '
