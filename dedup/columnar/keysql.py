@@ -75,7 +75,8 @@ MACROS = [
     r"""CREATE OR REPLACE TEMP MACRO dd_str(v) AS
         CASE WHEN starts_with(v, '"') AND NOT contains(v, '\') THEN v[2:-2] END""",
     # dedup.keys.epoch_ms: a JSON integer (seconds below 1e11, else ms), or strict ISO text floored to
-    # the millisecond (exact integer arithmetic, as (parsed - epoch) // 1 ms).
+    # the millisecond (exact integer arithmetic, as (parsed - epoch) // 1 ms: shifted by 10**18 us so that
+    # DuckDB's //, which truncates, floors for every year the ISO pattern admits; one cast per value).
     """CREATE OR REPLACE TEMP MACRO dd_epoch_us(v) AS epoch_us(TRY_CAST(v[2:-2] AS TIMESTAMPTZ))""",
     f"""CREATE OR REPLACE TEMP MACRO dd_epoch(v) AS
         CASE
