@@ -86,15 +86,12 @@ MACROS = [
             CASE WHEN abs(v::BIGINT) < 100000000000 THEN v::BIGINT * 1000 ELSE v::BIGINT END
         END""",
     # A line both parsers read alike: DuckDB also takes trailing commas and inf/nan, which json.loads refuses
-    # (a conservative test: such text inside a string also sends the row to Python), and no object on the
-    # way to a field repeats a name (DuckDB reads the first, json.loads keeps the last). ks: json_keys lists.
+    # (a conservative test: such text inside a string also sends the row to Python). Repeated names (DuckDB
+    # reads the first, json.loads keeps the last) are tested by _unrepeated.
     r"""CREATE OR REPLACE TEMP MACRO dd_readable(line) AS
         NOT regexp_matches(line, ',\s*[\]}]')
         AND (NOT (line ILIKE '%inf%' OR line ILIKE '%nan%')
              OR NOT regexp_matches(line, '[:,\[]\s*[-+]?(?i:inf|nan)'))""",
-    """CREATE OR REPLACE TEMP MACRO dd_certain(line, ks) AS
-        dd_readable(line)
-        AND list_bool_and(list_transform(ks, lambda k: k IS NULL OR len(list_distinct(k)) = len(k)))""",
     # dict.get(...) is None or == "": a missing name, a JSON null, an empty string.
     """CREATE OR REPLACE TEMP MACRO dd_absent(v) AS coalesce(v IN ('null', '""'), true)""",
     # dedup.keys._text of a string (without escapes), an integer or a boolean; NULL for anything else.
@@ -164,9 +161,26 @@ def _family_sql(head: str, family: key_catalogue.Family, value: Any) -> str:
     return f"CASE WHEN {present('item', 'time')} THEN {joined('id', 'item', 'time')} END"
 
 
+#: The names read at the root of every envelope keyed by a vendor (``time``: the arrival without truth).
+_ROOT_NAMES = ["source", "detail", "time"]
+
+
+def _unrepeated(keys: str, objects: dict[str, list[str]]) -> str:
+    """SQL true when no object repeats a name read in it (DuckDB reads the first, json.loads the last).
+
+    ``objects`` maps the JSON path of each object on the way to the fields to the names read there;
+    ``keys`` is the column of ``json_keys(line, <those paths>)``, in that order. A missing object repeats
+    nothing. Other names may repeat: they change no key (and testing them costs a sort per object).
+    """
+    tests = [f"coalesce(len(list_filter({keys}[{i}], lambda n: n = {_literal(name)})) <= 1, true)"
+             for i, names in enumerate(objects.values(), 1) for name in dict.fromkeys(names)]
+    return " AND ".join(tests) or "true"
+
+
 def _genesys_sql() -> tuple[list[str], str]:
-    """Layers ending in ``dd_genesys``: ``GenesysKey`` of a Genesys event (the caller tests its source),
-    and the name lists of the objects on the way to its fields (for ``dd_certain``).
+    """Layers ending in ``dd_gkeys``: ``GenesysKey`` of a Genesys event as ``dd_genesys`` (the caller tests
+    its source), the names of the objects on the way to its fields where there is a key, and the SQL
+    testing that none of those objects repeats a name read in it.
 
     The family comes from the topic (``genesys_family``); the line is then read again for that family's
     fields only (each extracted path costs more than a parse).
@@ -180,18 +194,22 @@ def _genesys_sql() -> tuple[list[str], str]:
                     if suffix.startswith("*") else f"ends_with(dd_topic, {_literal(suffix)})")
             family_of.append(f"WHEN starts_with(dd_topic, {_literal(prefix)}) AND {test} "
                              f"THEN {key_catalogue.GENESYS_FAMILIES.index(family)}")
-    reads, keys, objects, width = [], [], [], 0
+    reads, keys, objects, tests, width = [], [], [], [], 0
     lists: list[tuple[str, str]] = []  # a list path's values, then its text: columns, each computed once
     for i, family in enumerate(key_catalogue.GENESYS_FAMILIES):
         if family.fingerprint_only:
             continue
         paths: list[str] = []
-        on_the_way = ["$", "$.detail", _GENESYS_BODY]
-        for _, segments, _, _ in family.paths:
-            for n in range(1, len(segments or ())):
-                if not any(seg.endswith("]") for seg in segments[:n]):
-                    on_the_way.append(_json_path(_GENESYS_BODY, segments[:n]))
-        objects.append(f"WHEN {i} THEN try(json_keys(line, {_paths_list(list(dict.fromkeys(on_the_way)))}))")
+        on_the_way = {"$": list(_ROOT_NAMES), "$.detail": ["topicName", "eventBody"], _GENESYS_BODY: []}
+        for path, segments, _, _ in family.paths:
+            segments = segments or (path,)
+            for n in range(len(segments)):
+                if any(seg.endswith("]") for seg in segments[:n]):
+                    break  # a list's objects: dd_list_text counts their names
+                on_the_way.setdefault(_json_path(_GENESYS_BODY, segments[:n]), []).append(
+                    segments[n].removesuffix("[]"))
+        objects.append(f"WHEN {i} THEN try(json_keys(line, {_paths_list(list(on_the_way))}))")
+        tests.append(f"WHEN {i} THEN {_unrepeated('dd_gkeys', on_the_way)}")
 
         def value(path: str, segments: tuple[str, ...] | None, paths: list[str] = paths, i: int = i) -> Any:
             segments = segments or (path,)
@@ -217,7 +235,9 @@ def _genesys_sql() -> tuple[list[str], str]:
             f"CASE WHEN dd_genesys_source THEN CASE dd_gfamily {' '.join(reads)} END END AS dd_g",
             ", ".join(f"dd_g[{n}] AS dd_g{n}" for n in range(1, width + 1)),
             *(", ".join(layer) for layer in zip(*lists, strict=True)),
-            f"CASE dd_gfamily {' '.join(keys)} END AS dd_genesys"], f"CASE dd_gfamily {' '.join(objects)} END"
+            f"CASE dd_gfamily {' '.join(keys)} END AS dd_genesys",
+            f"CASE WHEN dd_genesys IS NOT NULL THEN CASE dd_gfamily {' '.join(objects)} END END AS dd_gkeys",
+            ], f"CASE dd_gfamily {' '.join(tests)} END"
 
 
 def _nice_names() -> list[str]:
@@ -231,10 +251,12 @@ def _nice_names() -> list[str]:
     return list(names)
 
 
-def _nice_sql() -> list[str]:
-    """Layers ending in ``dd_nice``: ``NiceKey``. Its body is ``detail.payload`` when that is an object, else
-    ``detail``; a name missing (or null) in a wrapped payload is looked up in ``detail``. ``dd_n`` holds the
-    body's names, then the names where a missing one is looked up next (``detail`` again when unwrapped)."""
+def _nice_sql() -> tuple[list[str], str]:
+    """Layers ending in ``dd_nkeys``: ``NiceKey`` as ``dd_nice``, the names of the root, ``detail`` and
+    ``detail.payload`` where there is a key, and the SQL testing that none repeats a name read in it. Its body
+    is ``detail.payload`` when that is an object, else ``detail``; a name missing (or null) in a wrapped
+    payload is looked up in ``detail``. ``dd_n`` holds the body's names, then the names where a missing one
+    is looked up next (``detail`` again when unwrapped)."""
     payload = _extracted("n_payload", "$.detail.payload")
     names = _nice_names()
     index = {name: i + 1 for i, name in enumerate(names)}
@@ -256,6 +278,7 @@ def _nice_sql() -> list[str]:
     kind = (f"dd_nice_kind(dd_n{len(names) + index['eventType']}, dd_n{len(names) + index['Type']}, "
             f"{body('Type')}, {detail_type})")
     head = "'nice:' || dd_kind"
+    objects = {"$": [*_ROOT_NAMES, "detail-type"], "$.detail": ["payload", *names], "$.detail.payload": names}
     keys = " ".join(f"WHEN {i} THEN {_family_sql(head, f, value)}"
                     for i, f in enumerate(key_catalogue.NICE_FAMILIES) if not f.fingerprint_only)
     # Columns, each computed once (a macro repeats its argument).
@@ -266,7 +289,9 @@ def _nice_sql() -> list[str]:
             ", ".join(f"coalesce(nullif(dd_n{i}, 'null'), dd_n{len(names) + i}) AS dd_nv{i}"
                       for i in sorted(fields)),
             f"CASE {' '.join(family_of)} END AS dd_nfamily, {kind} AS dd_kind",
-            f"CASE dd_nfamily {keys} END AS dd_nice"]
+            f"CASE dd_nfamily {keys} END AS dd_nice",
+            f"CASE WHEN dd_nice IS NOT NULL THEN try(json_keys(line, {_paths_list(list(objects))})) END "
+            "AS dd_nkeys"], _unrepeated("dd_nkeys", objects)
 
 
 def _extracted(name: str, path: str) -> str:
@@ -287,24 +312,24 @@ def _vendor_sql(vendors: tuple[str, ...]) -> list[str]:
               f"{genesys if 'genesys' in vendors else 'false'} AS dd_genesys_source, "
               f"{nice if 'nice' in vendors else 'false'} AS dd_nice_source"]
     choice = []
-    # A key is checked (dd_certain: a second read of the line) only where there is one.
+    # A key is checked (a readable line, no name read repeated: a second read) only where there is one.
     if "genesys" in vendors:
-        genesys_layers, objects = _genesys_sql()
+        genesys_layers, unrepeated = _genesys_sql()
         layers += genesys_layers
         choice.append(f"WHEN dd_genesys_source THEN CASE WHEN dd_genesys IS NULL THEN NULL "
-                      f"WHEN dd_certain(line, {objects}) THEN dd_genesys END")
+                      f"WHEN dd_readable(line) AND {unrepeated} THEN dd_genesys END")
     if "nice" in vendors:
-        layers += _nice_sql()
-        objects = f"try(json_keys(line, {_paths_list(['$', '$.detail', '$.detail.payload'])}))"
+        nice_layers, unrepeated = _nice_sql()
+        layers += nice_layers
         choice.append(f"WHEN dd_nice_source THEN CASE WHEN dd_nice IS NULL THEN NULL "
-                      f"WHEN dd_certain(line, {objects}) THEN dd_nice END")
+                      f"WHEN dd_readable(line) AND {unrepeated} THEN dd_nice END")
     layers.append(f"CASE {' '.join(choice)} END AS k")
     return layers
 
 
 #: Strategy specs with an SQL fast path: the select lists (innermost first) ending in column ``k``.
 FAST_SPECS = {
-    # Only the names read at the root must not repeat (a cheaper test than dd_certain's).
+    # Only the names read at the root must not repeat (as in _unrepeated).
     "envelope-id": lambda: ["try(json_keys(line)) AS dd_root",
                             "CASE WHEN dd_str(id) <> '' AND dd_readable(line) "
                             "AND len(list_filter(dd_root, lambda n: n = 'id')) = 1 "

@@ -289,6 +289,20 @@ _RAW_LINES = [
     _nice_line('{"ContactID": 1, "createdAt": 5}').replace('"ContactStateChanged"', "7"),
     _nice_line('{"state": "x", "createdAt": 5}', ', "eventType": "Dup"'),
     '{"id": "e3", "id": "e4", "source": "x", "detail": {}, "time": 5}',
+    # Only the names read must not repeat: another repeated name keys in SQL; a read one (at any depth,
+    # escaped, or with space before its colon) goes to Python.
+    _genesys_line("{" + _ACTIVITY + ', "x": 1, "x": 2}', detail_extra=', "y": [], "y": {}'),
+    _genesys_line('{"presence": {"presenceDefinition": {"id": "p"}}, "presence": {"modifiedDate": 5}}'),
+    _genesys_line('{"routingStatus": {"status": "IDLE", "status" : "BUSY", "startTime": 1709510400}}'),
+    _genesys_line('{"routingStatus": {"status": "IDLE", "st\\u0061tus": "BUSY", "startTime": 5}}'),
+    _genesys_line('{"routingStatus": {"status": "IDLE", "note": "\\"status\\": 1", "startTime": 5}}'),
+    _genesys_line("{" + _ACTIVITY + "}", detail_extra=', "eventBody": {"routingStatus": {"status": "B"}}'),
+    _genesys_line('{"transcripts": [{"utteranceId": "u1", "utteranceId" : "u2"}], "eventTime": 5}',
+                  "v2.conversations.c1.transcription"),
+    _nice_line('{"ContactID": 1}', ', "payload": {"ContactID": 2}'),
+    _nice_line('{"ContactID": 1, "x": 1, "x": 2}', ', "createdAt": 1709510400, "z": 1, "z": 2'),
+    _nice_line('{"ContactID": 1, "Type": "A", "Type": "B"}', ', "createdAt": 1709510400'),
+    _nice_line('{"ContactID": 1}', ', "createdAt": 1709510400, "event\\u0054ype": "Other"'),
     '{"id": "e5", "source": "x", "detail": {}, "time": 5}',
 ]
 
@@ -297,6 +311,17 @@ _RAW_LINES = [
 def test_lines_with_repeated_names_and_odd_values_key_as_json_loads_reads_them(tmp_path, spec):
     events = [json.loads(line) for line in _RAW_LINES]
     assert (_lines_keys(tmp_path, _RAW_LINES, spec) == _expected(events, spec)).all()
+
+
+@pytest.mark.parametrize("spec", ["auto", "genesys", "nice", "envelope-id"])
+def test_a_repeated_envelope_time_gives_the_arrival_json_loads_reads(tmp_path, spec):
+    lines = [_genesys_line("{" + _ACTIVITY + "}"),
+             _nice_line('{"ContactID": 1}', ', "createdAt": 1709510400')]
+    lines = [line.replace('"time": "2024-03-04T00:00:01Z"', '"time": 1709510400, "time": 1709510401')
+             for line in lines]
+    path = tmp_path / "lines.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    assert derive_keys(Dump.of(path), spec).arrival_ms.tolist() == [1709510401000, 1709510401000]
 
 
 @pytest.mark.parametrize("spec", ["auto", "envelope-id"])
