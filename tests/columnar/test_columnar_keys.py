@@ -303,6 +303,9 @@ _RAW_LINES = [
     _nice_line('{"ContactID": 1, "x": 1, "x": 2}', ', "createdAt": 1709510400, "z": 1, "z": 2'),
     _nice_line('{"ContactID": 1, "Type": "A", "Type": "B"}', ', "createdAt": 1709510400'),
     _nice_line('{"ContactID": 1}', ', "createdAt": 1709510400, "event\\u0054ype": "Other"'),
+    # NaN and Infinity json.loads reads too; inf or nan inside a string is text.
+    _genesys_line("{" + _ACTIVITY + ', "q": [NaN, -Infinity], "r": {"s": Infinity}}'),
+    _genesys_line("{" + _ACTIVITY + ', "q": ": inf, nan", "r": "[-nan]"}'),
     '{"id": "e5", "source": "x", "detail": {}, "time": 5}',
 ]
 
@@ -328,6 +331,8 @@ def test_a_repeated_envelope_time_gives_the_arrival_json_loads_reads(tmp_path, s
 @pytest.mark.parametrize("line", [
     _genesys_line("{" + _ACTIVITY + ",}"), _genesys_line("{" + _ACTIVITY + ', "q": [1, ]}'),
     _genesys_line("{" + _ACTIVITY + ', "q": inf}'), _genesys_line("{" + _ACTIVITY + ', "q": -nan}'),
+    _genesys_line("{" + _ACTIVITY + ', "q": [1,\t]}'), _genesys_line("{" + _ACTIVITY + ', "q": [ +inf]}'),
+    _genesys_line("{" + _ACTIVITY + ', "q": [1, NAN]}'), _genesys_line("{" + _ACTIVITY + ', "q":\tInf}'),
 ])
 def test_a_line_json_loads_refuses_is_a_bad_message_even_where_duckdb_reads_it(tmp_path, spec, line):
     with pytest.raises(BadMessageError, match="line 2"):
