@@ -289,8 +289,8 @@ _RAW_LINES = [
     _nice_line('{"ContactID": 1, "createdAt": 5}').replace('"ContactStateChanged"', "7"),
     _nice_line('{"state": "x", "createdAt": 5}', ', "eventType": "Dup"'),
     '{"id": "e3", "id": "e4", "source": "x", "detail": {}, "time": 5}',
-    # Only the names read must not repeat: another repeated name keys in SQL; a read one (at any depth,
-    # escaped, or with space before its colon) goes to Python.
+    # Only the names read must not repeat (others may, in an object read for few names); a line repeating a
+    # read one (at any depth, escaped, or with space before its colon) goes to Python.
     _genesys_line("{" + _ACTIVITY + ', "x": 1, "x": 2}', detail_extra=', "y": [], "y": {}'),
     _genesys_line('{"presence": {"presenceDefinition": {"id": "p"}}, "presence": {"modifiedDate": 5}}'),
     _genesys_line('{"routingStatus": {"status": "IDLE", "status" : "BUSY", "startTime": 1709510400}}'),
