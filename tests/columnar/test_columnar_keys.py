@@ -297,7 +297,7 @@ _RAW_LINES = [
     _genesys_line('{"routingStatus": {"status": "IDLE", "st\\u0061tus": "BUSY", "startTime": 5}}'),
     _genesys_line('{"routingStatus": {"status": "IDLE", "note": "\\"status\\": 1", "startTime": 5}}'),
     _genesys_line("{" + _ACTIVITY + "}", detail_extra=', "eventBody": {"routingStatus": {"status": "B"}}'),
-    _genesys_line('{"transcripts": [{"utteranceId": "u1", "utteranceId" : "u2"}], "eventTime": 5}',
+    _genesys_line('{"transcripts": [{"utteranceId": "u1", "utteranceId" : "u2"}], "communicationId": "c"}',
                   "v2.conversations.c1.transcription"),
     _nice_line('{"ContactID": 1}', ', "payload": {"ContactID": 2}'),
     _nice_line('{"ContactID": 1, "x": 1, "x": 2}', ', "createdAt": 1709510400, "z": 1, "z": 2'),
