@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import json
 import shutil
@@ -10,6 +11,8 @@ import subprocess
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from samples import EVENTS_DIR
 
 from dedup.columnar import Dump, derive_keys
@@ -79,13 +82,21 @@ def _tricky(events: list[dict]) -> list[dict]:
     return out
 
 
-def _expected(events: list[dict], spec: str) -> np.ndarray:
+def _raw_keys(events: list[dict], spec: str) -> list[str | None]:
     strategy = key_strategy(spec)
-    hi, lo = np.full(len(events), -1, np.int64), np.full(len(events), -1, np.int64)
-    for i, event in enumerate(events):
+    raw: list[str | None] = []
+    for event in events:
         try:
-            raw = derive_key(strategy, event)
+            raw.append(derive_key(strategy, event))
         except MissingKeyError:
+            raw.append(None)
+    return raw
+
+
+def _expected(events: list[dict], spec: str) -> np.ndarray:
+    hi, lo = np.full(len(events), -1, np.int64), np.full(len(events), -1, np.int64)
+    for i, raw in enumerate(_raw_keys(events, spec)):
+        if raw is None:
             continue
         value = int.from_bytes(hashlib.md5(raw.encode("utf-8", "surrogatepass")).digest(), "little")
         hi[i], lo[i] = value >> 65, value & ((1 << 63) - 1)
@@ -109,9 +120,11 @@ def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 def test_the_sql_fast_paths_were_checked_against_the_keys_in_use():
     # A changed strategy loses its SQL fast path (its rows are keyed in Python: exact, slower) until the
     # tests here pass with it again and VALIDATED holds the new source hash.
-    assert validated("envelope-id") and validated("time")
-    assert key_layers("envelope-id") is not None
-    assert key_layers("auto") is None  # the vendor keys are keyed in Python
+    for path in ("envelope-id", "time", "auto", "genesys", "nice"):
+        assert validated(path), path
+    for spec in ("envelope-id", "auto", "genesys", "nice"):
+        assert key_layers(spec) is not None
+    assert key_layers("fingerprint") is None and key_layers("auto:nice=com.acme.cxone") is None
 
 
 @pytest.mark.parametrize("spec", STRATEGIES)
@@ -124,6 +137,10 @@ def test_when_samples_and_tricky_values_are_keyed_then_keys_equal_derive_key(tmp
     assert (keys.codes == _expected(events, spec)).all()
 
 
+def _fingerprinted(raw: str | None) -> bool:
+    return raw is None or raw.startswith("fp:") or "|body=" in raw
+
+
 @pytest.mark.parametrize("spec", STRATEGIES)
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".parquet"])
 def test_when_a_generated_trace_is_keyed_from_disk_then_keys_equal_derive_key(tmp_path, spec, suffix):
@@ -133,8 +150,21 @@ def test_when_a_generated_trace_is_keyed_from_disk_then_keys_equal_derive_key(tm
     events = list(generate(config, cache=False).envelopes())
     assert (keys.codes == _expected(events, spec)).all()
     assert keys.has_truth
-    if key_layers(spec) is not None:  # generated envelopes are plain: only those without a key went to Python
-        assert keys.python_rows == keys.unkeyed
+    if key_layers(spec) is not None:
+        # Generated envelopes are plain: only body fingerprints and rows without a key went to Python.
+        assert keys.python_rows == sum(map(_fingerprinted, _raw_keys(events, spec)))
+
+
+@pytest.mark.parametrize("spec", ["auto", "genesys", "nice"])
+@pytest.mark.parametrize(("source", "seed"), [("genesys", 1), ("genesys", 15), ("nice", 2), ("nice", 15),
+                                              ("mixed", 3), ("mixed", 15)])
+def test_vendor_keys_of_generated_traces_of_every_source_equal_derive_key(tmp_path, spec, source, seed):
+    config = TraceConfig(n_events=3000, source=source, seed=seed)
+    dump = write_trace(config, tmp_path / "trace.parquet", workers=1)
+    keys = derive_keys(dump, spec)
+    events = list(generate(config, cache=False).envelopes())
+    assert (keys.codes == _expected(events, spec)).all()
+    assert keys.python_rows == sum(map(_fingerprinted, _raw_keys(events, spec)))
 
 
 def test_when_a_line_is_not_an_envelope_then_the_error_names_the_line(tmp_path):
@@ -196,3 +226,155 @@ def test_a_zstd_dump_keys_like_its_plain_jsonl(tmp_path):
     assert Dump.of(tmp_path / "t.jsonl.zst").compression == "zstd"
     assert (plain.codes == packed.codes).all() and (plain.arrival_ms == packed.arrival_ms).all()
     assert packed.has_truth  # t.truth.parquet serves both
+
+
+def _lines_keys(tmp_path, lines: list[str], spec: str) -> np.ndarray:
+    path = tmp_path / "lines.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return derive_keys(Dump.of(path), spec).codes
+
+
+def _genesys_line(body: str, topic: str = "v2.users.u1.activity", detail_extra: str = "") -> str:
+    return ('{"id": "e1", "source": "aws.partner/genesys.com/cloud/o/i", "time": "2024-03-04T00:00:01Z", '
+            f'"detail": {{"topicName": "{topic}", "eventBody": {body}{detail_extra}}}}}')
+
+
+def _nice_line(payload: str, detail_extra: str = "") -> str:
+    return ('{"id": "e2", "source": "com.nice.cxone.bridge", "detail-type": "X", '
+            '"time": "2024-03-04T00:00:01Z", '
+            f'"detail": {{"eventType": "ContactStateChanged", "payload": {payload}{detail_extra}}}}}')
+
+
+_ACTIVITY = '"routingStatus": {"status": "IDLE", "startTime": "2024-03-04T00:00:00.000Z"}'
+#: Lines json.loads reads differently from a first-match JSON reader (a name repeated in an object: the last
+#: counts), or that take the other branches of the SQL: each must key exactly as derive_key does.
+_RAW_LINES = [
+    _genesys_line("{" + _ACTIVITY + "}"),
+    _genesys_line("{" + _ACTIVITY + ', "routingStatus": {"status": "BUSY"}}'),
+    _genesys_line('{"routingStatus": {"status": "IDLE", "status": "BUSY", "startTime": 1709510400}}'),
+    _genesys_line('{"eventTime": 1709510534688, "eventTime": 1709510534689, "participantId": "p"}',
+                  "v2.detail.events.conversation.c1.customer.start"),
+    _genesys_line('{"eventTime": 1709510534688, "participantId": "p"}',
+                  "v2.detail.events.conversation.c1.acw",
+                  ', "topicName": "v2.detail.events.conversation.c1.customer.end"'),
+    '{"time": 5, "source": "aws.partner/genesys.com/x", "source": "elsewhere", '
+    '"detail": {"topicName": "v2.audits.x", "eventBody": {"id": "a1", "eventTime": "2024-03-04T00:00:00Z"}}}',
+    _genesys_line('{"transcripts": [{"utteranceId": "u1", "utteranceId": "u2"}], "eventTime": 5}',
+                  "v2.conversations.c1.transcription"),
+    _genesys_line('{"transcripts": [{"utteranceId": "u1"}, {"x": {"utteranceId": "n"}}, 7], '
+                  '"eventTime": 5}', "v2.conversations.c1.transcription"),
+    _genesys_line('{"transcripts": [{"utteranceId": "a,b"}, {"utteranceId": "c"}], "communicationId": 12}',
+                  "v2.conversations.c1.transcription"),
+    _genesys_line('{"transcripts": [{"utteranceId": "\\u00e9\\"x"}]}', "v2.conversations.c1.transcription"),
+    _genesys_line('{"id": "a\\u0041", "eventTime": "2024-03-04T00:00:00+01:00"}', "v2.audits.x\\u0041"),
+    _genesys_line('{"eventTime": 1709510534688, "event\\u0054ime": 1709510534689, "participantId": "p"}',
+                  "v2.detail.events.conversation.c1.customer.start"),
+    _genesys_line('{"event\\u0054ime": 1709510534689, "p\\u0061rticipantId": "p"}',
+                  "v2.detail.events.conversation.c1.customer.start"),
+    _genesys_line('{"presence": {"presenceDefinition": {"id": "p", "id": "q"}, '
+                  '"modifiedDate": 1709510400000}}'),
+    _genesys_line('{"outOfOffice": {"active": true}, '
+                  '"dateActiveQueuesChanged": "2024-03-04T00:00:00.123456Z"}'),
+    _genesys_line('{"routingStatus": {"status": 1.0, "startTime": 1e3}}'),
+    _genesys_line('{"routingStatus": {"status": -0, "startTime": 123456789012345678901234567890}}'),
+    _nice_line('{"ContactID": 1, "ContactID": 2}', ', "createdAt": "2024-03-04T00:00:00Z"'),
+    _nice_line('{"ContactID": 1}', ', "createdAt": "2024-03-04T00:00:00Z", "createdAt": 1709510400'),
+    _nice_line('{"ContactID": 1, "eventId": null}', ', "eventId": "ev-9"'),
+    _nice_line('{"ContactID": 1, "eventId": ""}', ', "eventId": "ev-9", "createdAt": 1709510400'),
+    _nice_line('"not an object"', ', "ContactID": 5, "createdAt": 1709510400'),
+    _nice_line('{"messageId": "m", "interactionId": "i"}', ', "createdAt": 1709510400'),
+    _nice_line('{"CurrentState": "Available", "AgentId": 7, "Type": "AgentState"}', ', "StartTimeUTC": 3'),
+    _nice_line('{"sessionId": "s", "EndTimeUTC": "2024-03-04T00:00:00Z"}')
+    .replace('"ContactStateChanged"', '""'),
+    _nice_line('{"ContactID": 1, "createdAt": 5}').replace('"ContactStateChanged"', "7"),
+    _nice_line('{"state": "x", "createdAt": 5}', ', "eventType": "Dup"'),
+    '{"id": "e3", "id": "e4", "source": "x", "detail": {}, "time": 5}',
+    # Only the names read must not repeat (others may, in an object read for few names); a line repeating a
+    # read one (at any depth, escaped, or with space before its colon) goes to Python.
+    _genesys_line("{" + _ACTIVITY + ', "x": 1, "x": 2}', detail_extra=', "y": [], "y": {}'),
+    _genesys_line('{"presence": {"presenceDefinition": {"id": "p"}}, "presence": {"modifiedDate": 5}}'),
+    _genesys_line('{"routingStatus": {"status": "IDLE", "status" : "BUSY", "startTime": 1709510400}}'),
+    _genesys_line('{"routingStatus": {"status": "IDLE", "st\\u0061tus": "BUSY", "startTime": 5}}'),
+    _genesys_line('{"routingStatus": {"status": "IDLE", "note": "\\"status\\": 1", "startTime": 5}}'),
+    _genesys_line("{" + _ACTIVITY + "}", detail_extra=', "eventBody": {"routingStatus": {"status": "B"}}'),
+    _genesys_line('{"transcripts": [{"utteranceId": "u1", "utteranceId" : "u2"}], "communicationId": "c"}',
+                  "v2.conversations.c1.transcription"),
+    _nice_line('{"ContactID": 1}', ', "payload": {"ContactID": 2}'),
+    _nice_line('{"ContactID": 1, "x": 1, "x": 2}', ', "createdAt": 1709510400, "z": 1, "z": 2'),
+    _nice_line('{"ContactID": 1, "Type": "A", "Type": "B"}', ', "createdAt": 1709510400'),
+    _nice_line('{"ContactID": 1}', ', "createdAt": 1709510400, "event\\u0054ype": "Other"'),
+    # NaN and Infinity json.loads reads too; inf or nan inside a string is text.
+    _genesys_line("{" + _ACTIVITY + ', "q": [NaN, -Infinity], "r": {"s": Infinity}}'),
+    _genesys_line("{" + _ACTIVITY + ', "q": ": inf, nan", "r": "[-nan]"}'),
+    '{"id": "e5", "source": "x", "detail": {}, "time": 5}',
+]
+
+
+@pytest.mark.parametrize("spec", ["auto", "genesys", "nice", "envelope-id"])
+def test_lines_with_repeated_names_and_odd_values_key_as_json_loads_reads_them(tmp_path, spec):
+    events = [json.loads(line) for line in _RAW_LINES]
+    assert (_lines_keys(tmp_path, _RAW_LINES, spec) == _expected(events, spec)).all()
+
+
+@pytest.mark.parametrize("spec", ["auto", "genesys", "nice", "envelope-id"])
+def test_a_repeated_envelope_time_gives_the_arrival_json_loads_reads(tmp_path, spec):
+    lines = [_genesys_line("{" + _ACTIVITY + "}"),
+             _nice_line('{"ContactID": 1}', ', "createdAt": 1709510400')]
+    lines = [line.replace('"time": "2024-03-04T00:00:01Z"', '"time": 1709510400, "time": 1709510401')
+             for line in lines]
+    path = tmp_path / "lines.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    assert derive_keys(Dump.of(path), spec).arrival_ms.tolist() == [1709510401000, 1709510401000]
+
+
+@pytest.mark.parametrize("spec", ["auto", "envelope-id"])
+@pytest.mark.parametrize("line", [
+    _genesys_line("{" + _ACTIVITY + ",}"), _genesys_line("{" + _ACTIVITY + ', "q": [1, ]}'),
+    _genesys_line("{" + _ACTIVITY + ', "q": inf}'), _genesys_line("{" + _ACTIVITY + ', "q": -nan}'),
+    _genesys_line("{" + _ACTIVITY + ', "q": [1,\t]}'), _genesys_line("{" + _ACTIVITY + ', "q": [ +inf]}'),
+    _genesys_line("{" + _ACTIVITY + ', "q": [1, NAN]}'), _genesys_line("{" + _ACTIVITY + ', "q":\tInf}'),
+])
+def test_a_line_json_loads_refuses_is_a_bad_message_even_where_duckdb_reads_it(tmp_path, spec, line):
+    with pytest.raises(BadMessageError, match="line 2"):
+        _lines_keys(tmp_path, [_RAW_LINES[0], line], spec)
+
+
+_JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
+    st.sampled_from([0.0, -0.0, 1.0, 1.5, 1e21, 1e-7, 2.0**60, 1709510470.5]),
+    st.text(max_size=8), st.sampled_from(["", "a\"b", "a\\b", "é", "\u2028", "\U0001f600", "x\ny", "id-1"]),
+)
+_JSON_VALUES = st.one_of(
+    _JSON_SCALARS, st.lists(_JSON_SCALARS, max_size=3),
+    st.dictionaries(st.sampled_from(["utteranceId", "a", "id"]), _JSON_SCALARS, max_size=2))
+_ZONES = st.sampled_from([None, dt.UTC, dt.timezone(dt.timedelta(hours=-5))])
+_TIMES = st.one_of(st.sampled_from(_STAMPS), st.integers(min_value=-(10**14), max_value=10**14),
+                   st.datetimes(timezones=_ZONES).map(lambda d: d.isoformat()))
+
+
+@st.composite
+def _vendor_events(draw: st.DrawFn) -> list[dict]:
+    """Sample envelopes with some of their family's fields (and names around them) set to odd values."""
+    events = []
+    for base in draw(st.lists(st.sampled_from(_samples()), min_size=1, max_size=12)):
+        event = copy.deepcopy(base)
+        detail = event["detail"]
+        body = detail.get("eventBody", detail.get("payload", detail))
+        names = sorted(set(body) | {"eventTime", "ContactID", "createdAt", "state", "eventId", "transcripts"})
+        for name in draw(st.lists(st.sampled_from(names), max_size=3)):
+            time_like = "Time" in name or "Date" in name or name in ("createdAt", "timestamp")
+            value = draw(_TIMES if time_like and draw(st.booleans()) else _JSON_VALUES)
+            if name == "transcripts" and draw(st.booleans()):
+                value = draw(st.lists(st.dictionaries(st.just("utteranceId"), _JSON_SCALARS), max_size=3))
+            draw(st.sampled_from([body, detail]))[name] = value
+        events.append(event)
+    return events
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(events=_vendor_events(), ascii_only=st.booleans())
+def test_vendor_keys_of_odd_field_values_equal_derive_key(tmp_path, events, ascii_only):
+    lines = [json.dumps(e, ensure_ascii=ascii_only) for e in events]
+    for spec in ("auto", "nice"):
+        assert (_lines_keys(tmp_path, lines, spec) == _expected(events, spec)).all()
