@@ -491,6 +491,17 @@ class AutoKey:
         if self.genesys is None:
             object.__setattr__(self, "genesys", GenesysKey(self.genesys_prefixes))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy in another process (a key-derivation worker) needs: the configuration only."""
+        return {name: value for name, value in vars(self).items() if name not in ("fallbacks", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy starts its own fallback counts, under its own lock."""
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "fallbacks", {})
+        object.__setattr__(self, "_lock", threading.Lock())
+
     def pick(self, event: Mapping[str, Any]) -> KeyStrategy:
         """The strategy ``auto`` applies first to ``event``."""
         return self._vendor(event.get("source")) or self.fallback

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from samples import EVENTS_DIR
 
-from dedup.columnar import Dump, derive_keys
+from dedup.columnar import Dump, derive, derive_keys
 from dedup.columnar.derive import number_keys
 from dedup.columnar.keysql import key_layers, validated
 from dedup.columnar.write import write_trace
 from dedup.errors import BadMessageError, MissingKeyError
-from dedup.keys import NoKey, derive_key, epoch_ms, key_strategy
+from dedup.keys import NoKey, auto, derive_key, epoch_ms, key_strategy
 from dedup.traces import TraceConfig, generate
 
 STRATEGIES = ["auto", "genesys", "nice", "envelope-id", "fingerprint",
@@ -165,6 +165,17 @@ def test_vendor_keys_of_generated_traces_of_every_source_equal_derive_key(tmp_pa
     events = list(generate(config, cache=False).envelopes())
     assert (keys.codes == _expected(events, spec)).all()
     assert keys.python_rows == sum(map(_fingerprinted, _raw_keys(events, spec)))
+
+
+def test_a_configured_strategy_object_is_keyed_in_worker_processes_like_its_spec(tmp_path, monkeypatch):
+    # A strategy object (not a spec string) has no SQL form: every row goes to the process pool,
+    # which must receive the strategy itself (AutoKey holds a lock and counts it does not send).
+    monkeypatch.setattr(derive, "POOL_MIN_ROWS", 1)
+    config = TraceConfig(n_events=3000, source="mixed", seed=4)
+    dump = write_trace(config, tmp_path / "trace.parquet", workers=1)
+    keys = derive_keys(dump, auto(), workers=2)
+    assert keys.python_rows == len(keys) == 3000
+    assert (keys.codes == derive_keys(dump, "auto").codes).all()
 
 
 def test_when_a_line_is_not_an_envelope_then_the_error_names_the_line(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import pickle
 
 import pytest
 from samples import load_event
@@ -215,3 +216,15 @@ def test_an_agent_summary_going_back_to_an_earlier_state_is_a_new_notification()
         dedup.process(event, handled.append)
         clock.advance(60)
     assert handled == [first, second, third]  # the last one is a copy of the third
+
+
+def test_an_auto_strategy_crosses_to_another_process_with_its_configuration_and_fresh_counts():
+    strategy = auto(nice_sources=("com.acme.nice",), nice_prefixes=("com.acme.cx.",))
+    odd = {"source": "com.acme.nice", "detail-type": "x", "detail": {"unrelated": 1}}
+    strategy.key_for(odd)  # a NICE source without a NICE field: keyed by content, counted
+    assert strategy.fallbacks == {"com.acme.nice": 1}
+    copied = pickle.loads(pickle.dumps(strategy))
+    assert copied == strategy and copied.nice_sources == strategy.nice_sources
+    assert copied.fallbacks == {}
+    assert copied.key_for(odd) == strategy.key_for(odd)
+    assert copied.fallbacks == {"com.acme.nice": 1}
