@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import statistics
+import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -67,8 +69,8 @@ BATCH = 10
 TARGET_PING_US = 400
 # A completed key of the store (default prefix, no fingerprint), as Redis counts it.
 MAX_BYTES_PER_KEY = 90
-# How long each calibration step of the proxy pings through it.
-CALIBRATION_S = 0.1
+# How many PINGs each calibration step of the proxy sends through it.
+CALIBRATION_PINGS = 400
 # Commands whose server time is a script's execution.
 SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
 # Commands the benchmark itself sends to the server between timed runs.
@@ -284,20 +286,32 @@ def _footprint(url: str, admin: redis.Redis, n_keys: int) -> dict[str, tuple[flo
 
 
 @contextlib.contextmanager
-def _calibrated_proxy(target_port: int, ping_us: float, tries: int = 4) -> Iterator[DelayProxy]:
+def _calibrated_proxy(target_port: int, ping_us: float, tries: int = 8) -> Iterator[DelayProxy]:
     """A :class:`DelayProxy` to ``target_port`` whose PING round trip is about ``ping_us`` here.
 
     The proxy's own forwarding costs differ between machines (and with their load),
-    so its delay is set from a measured round trip, corrected a few times.
+    so its delay is set from a measured round trip, corrected a few times. The
+    calibration reads the median of many PINGs: one stalled PING in a mean would
+    move the delay by far more than the machine's typical round trip does.
     """
     one_way_us = 0
     for attempt in range(tries):
         with DelayProxy(target_port, one_way_us=one_way_us) as proxy:
-            measured = _round_trip_us(redis.Redis(port=proxy.port), CALIBRATION_S)
+            measured = _median_round_trip_us(redis.Redis(port=proxy.port), CALIBRATION_PINGS)
             if abs(measured - ping_us) <= 0.05 * ping_us or attempt == tries - 1:
                 yield proxy
                 return
         one_way_us = max(0, round(one_way_us + (ping_us - measured) / 2))
+
+
+def _median_round_trip_us(client: redis.Redis, pings: int) -> float:
+    """The median of ``pings`` PING round trips through ``client``, in microseconds."""
+    times = []
+    for _ in range(pings):
+        start = time.perf_counter()
+        client.ping()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
 
 
 def run(quick: bool) -> list[Comparison]:
