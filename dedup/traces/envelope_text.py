@@ -630,11 +630,7 @@ def _put_int(out: np.ndarray, p: int, value: np.int64, width: int) -> int:
     while value >= bound and digits < 19:
         bound *= 10
         digits += 1
-    digits = max(digits, width)
-    for k in range(digits - 1, -1, -1):
-        out[p + k] = 48 + value % 10
-        value //= 10
-    return p + digits
+    return _put_digits(out, p, value, max(digits, width))
 
 
 @njit(cache=True, nogil=True)
