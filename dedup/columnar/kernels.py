@@ -27,6 +27,15 @@ _NEVER = np.iinfo(np.int64).max
 _I, _P, _HEAD, _TAIL, _DROPPED, _STARTED, _PEAK, _TOTAL, _STATE = range(9)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _run_end(order: np.ndarray, values: np.ndarray, j: int) -> int:
+    """The end of the run of equal ``values`` that starts at sorted position ``j`` (``order`` sorts them)."""
+    k = j + 1
+    while k < len(order) and values[order[k]] == values[order[j]]:
+        k += 1
+    return k
+
+
 @njit(cache=True, nogil=True)
 def key_groups(order: np.ndarray, codes: np.ndarray, t: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -47,9 +56,7 @@ def key_groups(order: np.ndarray, codes: np.ndarray, t: np.ndarray
         j += 1
     m = 0
     while j < n:
-        k = j + 1
-        while k < n and codes[order[k]] == codes[order[j]]:
-            k += 1
+        k = _run_end(order, codes, j)
         if k - j > 1:
             m += k - j
             for g in range(j, k):
@@ -133,9 +140,7 @@ def truth_groups(order: np.ndarray, logical: np.ndarray, slot: np.ndarray, m: in
     size = 0
     j = 0
     while j < n:
-        k = j + 1
-        while k < n and logical[order[k]] == logical[order[j]]:
-            k += 1
+        k = _run_end(order, logical, j)
         if k - j > 1:
             size += k - j
         elif slot[order[j]] >= 0:
@@ -146,9 +151,7 @@ def truth_groups(order: np.ndarray, logical: np.ndarray, slot: np.ndarray, m: in
     c = 0
     j = 0
     while j < n:
-        k = j + 1
-        while k < n and logical[order[k]] == logical[order[j]]:
-            k += 1
+        k = _run_end(order, logical, j)
         if k - j > 1:
             for g in range(j, k):
                 truth_slot[c] = slot[order[g]]
