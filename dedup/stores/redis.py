@@ -110,28 +110,28 @@ end
 # on record. A fresh key costs one SET NX; a live lease held by the key's own token (the same
 # call sent again) is CLAIMED.
 CLAIM_LUA = _RECORD_LUA + """
-local n = #KEYS
+local call, n = redis.call, #KEYS
 local fps_at = #ARGV > 3 + n and 3 + n
 local now, lease_px, slide_px = clock_ms(ARGV[1]), ARGV[2], ARGV[3]
 local slide = tonumber(slide_px)
 local lease_head = 'I' .. (now + tonumber(lease_px)) .. ','
 local out = {}
-for i, key in ipairs(KEYS) do
-  local token, fp = ARGV[3 + i], fps_at and ARGV[fps_at + i] or ''
+for i = 1, n do
+  local key, token, fp = KEYS[i], ARGV[3 + i], fps_at and ARGV[fps_at + i] or ''
   local fresh = lease_head .. token .. ',' .. fp
-  if redis.call('SET', key, fresh, 'PX', lease_px, 'NX') then
-    out[i] = 'C' .. fp
+  if call('SET', key, fresh, 'PX', lease_px, 'NX') then
+    out[i] = fps_at and 'C' .. fp or 'C'
   else
-    local kind, deadline, rec_token, rec_fp = parse(redis.call('GET', key) or '0')
+    local kind, deadline, rec_token, rec_fp = parse(call('GET', key) or '0')
     if kind == 'D' and deadline > now then
       if slide > 0 then
-        redis.call('SET', key, done(string.format('%d', now + slide), rec_fp), 'PX', slide_px)
+        call('SET', key, done(string.format('%d', now + slide), rec_fp), 'PX', slide_px)
       end
       out[i] = 'D' .. rec_fp
     elseif kind == 'I' and deadline > now then
       if rec_token == token then out[i] = 'C' .. rec_fp else out[i] = 'I' .. rec_fp end
     else
-      redis.call('SET', key, fresh, 'PX', lease_px)
+      call('SET', key, fresh, 'PX', lease_px)
       out[i] = 'C' .. fp
     end
   end
@@ -142,13 +142,14 @@ return table.concat(out, ',')
 # KEYS: storage keys. ARGV: now_ms, window_ms, the tokens, the fingerprints (if any).
 # Returns one character per key: '1' completed, '0' not.
 COMPLETE_LUA = _RECORD_LUA + """
-local n = #KEYS
+local call, n = redis.call, #KEYS
 local fps_at = #ARGV > 2 + n and 2 + n
 local now, window_px = clock_ms(ARGV[1]), ARGV[2]
 local at = string.format('%d', now + tonumber(window_px))
 local out = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('SET', key, done(at, fps_at and ARGV[fps_at + i] or ''), 'PX', window_px, 'GET')
+for i = 1, n do
+  local key = KEYS[i]
+  local v = call('SET', key, fps_at and done(at, ARGV[fps_at + i]) or at, 'PX', window_px, 'GET')
   out[i] = '1'
   -- The token between commas is only ever a lease's token field: our own lease needs no parse.
   if v and not string.find(v, ',' .. ARGV[2 + i] .. ',', 3, true) then
@@ -157,7 +158,7 @@ for i, key in ipairs(KEYS) do
       -- Not ours to complete: put it back. Its TTL is housekeeping (the deadline decides), at
       -- least a second, so a record put back in its last milliseconds of an injected clock's
       -- time is not swept by the server's real-time TTL before that clock reaches its deadline.
-      redis.call('SET', key, v, 'PX', math.max(deadline - now, 1000))
+      call('SET', key, v, 'PX', math.max(deadline - now, 1000))
       out[i] = '0'
     end
   end
