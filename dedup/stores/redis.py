@@ -451,8 +451,7 @@ class RedisStore(WindowStore):
         (safe: NOSCRIPT means it did not run).
         """
         encoding, errors = self._encoding
-        items = [k.encode(encoding, errors) for k in keys]
-        items += [a.encode(encoding, errors) for a in args]
+        items = [item.encode(encoding, errors) for item in (*keys, *args)]
         try:
             reply = self._request(b"EVALSHA", script.sha, items, len(keys))
         except redis.exceptions.NoScriptError:
