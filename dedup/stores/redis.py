@@ -470,8 +470,8 @@ class RedisStore(WindowStore):
         client is configured to; error replies raise at once), released to the
         pool afterwards. A connection dropped mid-request is disconnected by
         redis-py before the error propagates, so no reply is ever left unread on
-        a pooled connection. Any other client (one held connection, a cluster)
-        goes through ``execute_command``.
+        a pooled connection. A client holding one connection of its own
+        (``single_connection_client``) goes through ``execute_command``.
         """
         pool = self._pool
         if pool is None:
