@@ -30,18 +30,21 @@ finds a completed record it cannot tell from another consumer's and reports
 safe side). So a store built from a URL never retries (redis-py would re-send
 after a timeout); a client passed in keeps its own retry settings.
 
-A script's arguments (now, durations, tokens, fingerprints) travel as one
-comma-joined argument, the keys as bytes, and each script answers with one
-string: redis-py packs and parses every argument and reply element in Python,
-and on a batch of ten that work, not the round trip, was most of a phase's cost
-on a loopback server. Inside the scripts, numbers are formatted once per call
-(Lua formats a number through printf; Redis converts a number argument of
+On a batch of ten, the client's work around a script call, not the round trip,
+was most of a phase's cost on a loopback server, so each script answers with one
+string, and on one server the request is packed by the store in one join and
+sent on a connection of the client's pool (see ``RedisStore._request``): redis-py's
+``execute_command`` cost more than the store's own work. A script's arguments
+(now, durations, tokens, fingerprints) are one argument each, which Redis hands
+to the script already split. Inside the scripts, numbers are formatted once per
+call (Lua formats a number through printf; Redis converts a number argument of
 ``redis.call`` the same way), so durations reach ``PX`` as the text they came in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -63,9 +66,9 @@ log = logging.getLogger("dedup")
 
 # Shared by the scripts: parse a record into kind ('I' or 'D'), deadline, token, fingerprint;
 # encode a completed one (``at``: its deadline as decimal text); the fingerprint of a live lease
-# a token still holds (else nil); "now" from an argument or the server's clock; split a
-# comma-joined argument into its fields. A completed record without a fingerprint is the bare
-# decimal deadline, which Redis stores as an integer (72 bytes a key instead of 104).
+# a token still holds (else nil); "now" from an argument or the server's clock. A completed
+# record without a fingerprint is the bare decimal deadline, which Redis stores as an integer
+# (72 bytes a key instead of 104).
 _RECORD_LUA = """
 local function parse(v)
   local c = string.byte(v, 1)
@@ -95,52 +98,40 @@ local function clock_ms(arg)
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function split(s)
-  local t, start, i = {}, 1, 1
-  local stop = string.find(s, ',', 1, true)
-  while stop do
-    t[i] = string.sub(s, start, stop - 1)
-    start, i = stop + 1, i + 1
-    stop = string.find(s, ',', start, true)
-  end
-  t[i] = string.sub(s, start)
-  return t
-end
 """
 
-# Every script takes one argument, ARGV[1]: its fields comma-joined, first now_ms ('' for the
-# server's clock, TIME), then the script's durations, then its per-key columns (one field per key
-# each). One argument costs the client one packing instead of one per field. The fingerprints
-# column is left out when every fingerprint is empty (no payload validation): splitting costs
-# the server a few microseconds per field.
-# KEYS: storage keys. ARGV[1]: now_ms, lease_ms, slide_ms, the tokens, the fingerprints (if
+# Every script's arguments: first now_ms ('' for the server's clock, TIME), then the script's
+# durations, then its per-key columns (one argument per key each). The fingerprints column is
+# left out when every fingerprint is empty (no payload validation). Separate arguments reach
+# the script as Redis built them, in C; the single comma-joined argument they replaced cost the
+# server more to split in Lua than their extra packing costs the client (see RedisStore._run).
+# KEYS: storage keys. ARGV: now_ms, lease_ms, slide_ms, the tokens, the fingerprints (if
 # any). Returns the comma-joined status letter (C/D/I) of each key followed by the fingerprint
 # on record. A fresh key costs one SET NX; a live lease held by the key's own token (the same
 # call sent again) is CLAIMED.
 CLAIM_LUA = _RECORD_LUA + """
-local n = #KEYS
-local a = split(ARGV[1])
-local fps_at = #a > 3 + n and 3 + n
-local now, lease_px, slide_px = clock_ms(a[1]), a[2], a[3]
+local call, n = redis.call, #KEYS
+local fps_at = #ARGV > 3 + n and 3 + n
+local now, lease_px, slide_px = clock_ms(ARGV[1]), ARGV[2], ARGV[3]
 local slide = tonumber(slide_px)
 local lease_head = 'I' .. (now + tonumber(lease_px)) .. ','
 local out = {}
-for i, key in ipairs(KEYS) do
-  local token, fp = a[3 + i], fps_at and a[fps_at + i] or ''
+for i = 1, n do
+  local key, token, fp = KEYS[i], ARGV[3 + i], fps_at and ARGV[fps_at + i] or ''
   local fresh = lease_head .. token .. ',' .. fp
-  if redis.call('SET', key, fresh, 'PX', lease_px, 'NX') then
-    out[i] = 'C' .. fp
+  if call('SET', key, fresh, 'PX', lease_px, 'NX') then
+    out[i] = fps_at and 'C' .. fp or 'C'
   else
-    local kind, deadline, rec_token, rec_fp = parse(redis.call('GET', key) or '0')
+    local kind, deadline, rec_token, rec_fp = parse(call('GET', key) or '0')
     if kind == 'D' and deadline > now then
       if slide > 0 then
-        redis.call('SET', key, done(string.format('%d', now + slide), rec_fp), 'PX', slide_px)
+        call('SET', key, done(string.format('%d', now + slide), rec_fp), 'PX', slide_px)
       end
       out[i] = 'D' .. rec_fp
     elseif kind == 'I' and deadline > now then
       if rec_token == token then out[i] = 'C' .. rec_fp else out[i] = 'I' .. rec_fp end
     else
-      redis.call('SET', key, fresh, 'PX', lease_px)
+      call('SET', key, fresh, 'PX', lease_px)
       out[i] = 'C' .. fp
     end
   end
@@ -148,26 +139,26 @@ end
 return table.concat(out, ',')
 """
 
-# KEYS: storage keys. ARGV[1]: now_ms, window_ms, the tokens, the fingerprints (if any).
+# KEYS: storage keys. ARGV: now_ms, window_ms, the tokens, the fingerprints (if any).
 # Returns one character per key: '1' completed, '0' not.
 COMPLETE_LUA = _RECORD_LUA + """
-local n = #KEYS
-local a = split(ARGV[1])
-local fps_at = #a > 2 + n and 2 + n
-local now, window_px = clock_ms(a[1]), a[2]
+local call, n = redis.call, #KEYS
+local fps_at = #ARGV > 2 + n and 2 + n
+local now, window_px = clock_ms(ARGV[1]), ARGV[2]
 local at = string.format('%d', now + tonumber(window_px))
 local out = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('SET', key, done(at, fps_at and a[fps_at + i] or ''), 'PX', window_px, 'GET')
+for i = 1, n do
+  local key = KEYS[i]
+  local v = call('SET', key, fps_at and done(at, ARGV[fps_at + i]) or at, 'PX', window_px, 'GET')
   out[i] = '1'
   -- The token between commas is only ever a lease's token field: our own lease needs no parse.
-  if v and not string.find(v, ',' .. a[2 + i] .. ',', 3, true) then
+  if v and not string.find(v, ',' .. ARGV[2 + i] .. ',', 3, true) then
     local kind, deadline = parse(v)
     if kind ~= nil and deadline > now then
       -- Not ours to complete: put it back. Its TTL is housekeeping (the deadline decides), at
       -- least a second, so a record put back in its last milliseconds of an injected clock's
       -- time is not swept by the server's real-time TTL before that clock reaches its deadline.
-      redis.call('SET', key, v, 'PX', math.max(deadline - now, 1000))
+      call('SET', key, v, 'PX', math.max(deadline - now, 1000))
       out[i] = '0'
     end
   end
@@ -175,15 +166,14 @@ end
 return table.concat(out)
 """
 
-# KEYS: storage keys. ARGV[1]: now_ms, lease_ms, the tokens. Moves the live leases still held by
+# KEYS: storage keys. ARGV: now_ms, lease_ms, the tokens. Moves the live leases still held by
 # the token to now + lease; returns one character per key: '1' extended, '0' not.
 EXTEND_LUA = _RECORD_LUA + """
-local a = split(ARGV[1])
-local now, lease_px = clock_ms(a[1]), a[2]
+local now, lease_px = clock_ms(ARGV[1]), ARGV[2]
 local lease_head = 'I' .. (now + tonumber(lease_px)) .. ','
 local out = {}
 for i, key in ipairs(KEYS) do
-  local token = a[2 + i]
+  local token = ARGV[2 + i]
   local fp = held_by(key, token, now)
   out[i] = '0'
   if fp then
@@ -194,15 +184,14 @@ end
 return table.concat(out)
 """
 
-# KEYS: storage keys. ARGV[1]: now_ms, the tokens. Deletes live records still held by the token;
+# KEYS: storage keys. ARGV: now_ms, the tokens. Deletes live records still held by the token;
 # returns one character per key: '1' released, '0' not.
 RELEASE_LUA = _RECORD_LUA + """
-local a = split(ARGV[1])
-local now = clock_ms(a[1])
+local now = clock_ms(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
   out[i] = '0'
-  if held_by(key, a[1 + i], now) then
+  if held_by(key, ARGV[1 + i], now) then
     redis.call('DEL', key)
     out[i] = '1'
   end
@@ -217,6 +206,8 @@ _STATUS = {"C": ClaimStatus.CLAIMED, "D": ClaimStatus.DUPLICATE, "I": ClaimStatu
 # The outcomes of a claim reply without a fingerprint (no payload validation), built once.
 _BLANK_OUTCOMES = {letter: ClaimOutcome(status) for letter, status in _STATUS.items()}
 
+# The RESP length header of each argument shorter than 256 bytes (keys, tokens, numbers).
+_BULK_HEADS = [b"$%d" % n for n in range(256)]
 # URL schemes of a Redis Cluster, mapped to the scheme redis-py parses.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # Retries of a client the store builds from a URL (see _client_from_url).
@@ -319,7 +310,9 @@ class RedisStore(WindowStore):
         if isinstance(client, str):
             client = self._call(_client_from_url, client, socket_timeout_s)
         self.client = client
-        self._key_encoding = client.get_encoder().encoding
+        encoder = client.get_encoder()
+        self._encoding = (encoder.encoding, encoder.encoding_errors)
+        self._pool = None if self.cluster else _direct_pool(client)
         self._claim_script = client.register_script(CLAIM_LUA)
         self._complete_script = client.register_script(COMPLETE_LUA)
         self._extend_script = client.register_script(EXTEND_LUA)
@@ -387,11 +380,11 @@ class RedisStore(WindowStore):
         calls = []
         if done:
             skeys, tokens, fps = zip(*done, strict=True)
-            argv = _argv((now_ms, window_ms), _token_columns(tokens, fps))
-            calls.append((self._complete_script, skeys, [argv]))
+            args = _args((now_ms, window_ms), _token_columns(tokens, fps))
+            calls.append((self._complete_script, skeys, args))
         if held:
             skeys, tokens, _fps = zip(*held, strict=True)
-            calls.append((self._extend_script, skeys, [_argv((now_ms, lease_ms), (tokens,))]))
+            calls.append((self._extend_script, skeys, _args((now_ms, lease_ms), (tokens,))))
         acked = done and self.replicas_acked
         wait = ("WAIT", self.replicas_acked, self.replica_timeout_ms) if acked else None
         replies = _pipelined_scripts(self.client, calls, wait)
@@ -431,13 +424,13 @@ class RedisStore(WindowStore):
         either fully succeeds or raises.
         """
         if not self.cluster:
-            return split(self._run(script, keys, _argv(head, columns))), None
+            return split(self._run(script, keys, _args(head, columns))), None
         groups: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
             groups.setdefault(self.client.keyslot(key), []).append(i)
         calls = [
             (self.client.get_node_from_key(keys[idx[0]]), [keys[i] for i in idx],
-             [_argv(head, [[c[i] for i in idx] for c in columns])])
+             _args(head, [[c[i] for i in idx] for c in columns]))
             for idx in groups.values()
         ]
         replies: list[Any] = [None] * len(keys)
@@ -450,23 +443,82 @@ class RedisStore(WindowStore):
                 replies[i] = r
         return replies, failure
 
-    def _run(self, script: Script, keys: Sequence[str], argv: str) -> str:
+    def _run(self, script: Script, keys: Sequence[str], args: list[str]) -> str:
         """One call of ``script`` on a single server, its reply as text.
 
-        The command goes straight to ``execute_command`` (redis-py's ``Script``
-        wrapper copies the arguments once more); a server that lost its script
-        cache (restart, failover) answers NOSCRIPT, and the call is sent again
-        as EVAL, which runs and caches it (safe: NOSCRIPT means it did not run).
-        The keys go as bytes, in the client's encoding: redis-py packs bytes for
-        about two thirds of what it costs it to encode a string.
+        A server that lost its script cache (restart, failover) answers
+        NOSCRIPT, and the call is sent again as EVAL, which runs and caches it
+        (safe: NOSCRIPT means it did not run).
         """
-        encoding = self._key_encoding
-        encoded = [k.encode(encoding) for k in keys]
+        encoding, errors = self._encoding
+        items = [item.encode(encoding, errors) for item in (*keys, *args)]
         try:
-            reply = self.client.execute_command("EVALSHA", script.sha, len(keys), *encoded, argv)
+            reply = self._request(b"EVALSHA", script.sha, items, len(keys))
         except redis.exceptions.NoScriptError:
-            reply = self.client.execute_command("EVAL", script.script, len(keys), *encoded, argv)
+            reply = self._request(b"EVAL", script.script, items, len(keys))
         return _text(reply)
+
+    def _request(self, command: bytes, body: str | bytes, items: list[bytes], numkeys: int) -> Any:
+        """``command body numkeys *items`` on the single server: its reply, or the error it raises.
+
+        redis-py's ``execute_command`` around the same request cost more client
+        CPU than the store's own work (its per-argument packing, observability
+        hooks and wrappers), so on a pooled ``redis.Redis`` the request is packed
+        here in one join and sent the way ``execute_command`` sends it: on a
+        connection from the client's pool, through the connection's ``retry``
+        (connection errors and timeouts disconnect and re-send as often as the
+        client is configured to; error replies raise at once), released to the
+        pool afterwards. A connection dropped mid-request is disconnected by
+        redis-py before the error propagates, so no reply is ever left unread on
+        a pooled connection. A client holding one connection of its own
+        (``single_connection_client``) goes through ``execute_command``.
+        """
+        pool = self._pool
+        if pool is None:
+            return self.client.execute_command(command, body, numkeys, *items)
+        body = body.encode() if isinstance(body, str) else body
+        request = _pack((command, body, b"%d" % numkeys, *items))
+        conn = pool.get_connection()
+        try:
+            return conn.retry.call_with_retry(lambda: _exchange(conn, request),
+                                              lambda _error: conn.disconnect())
+        finally:
+            pool.release(conn)
+
+
+def _pack(items: Sequence[bytes]) -> bytes:
+    """The RESP request of a command whose every argument is already bytes.
+
+    One join over the arguments interleaved with their length headers (short
+    ones from a table): half what formatting each argument costs.
+    """
+    heads = _BULK_HEADS
+    parts: list[bytes] = [b""] * (2 * len(items))
+    parts[::2] = [heads[n] if n < len(heads) else b"$%d" % n for n in map(len, items)]
+    parts[1::2] = items
+    return b"*%d\r\n" % len(items) + b"\r\n".join(parts) + b"\r\n"
+
+
+def _exchange(conn: redis.Connection, request: bytes) -> Any:
+    """Send ``request`` on ``conn`` and read its reply (an error reply raises)."""
+    conn.send_packed_command((request,))
+    return conn.read_response()
+
+
+def _direct_pool(client: Any) -> Any | None:
+    """The connection pool :meth:`RedisStore._request` may take connections from, or ``None``.
+
+    A ``redis.Redis`` on a pool (not holding one connection of its own), from a
+    redis-py whose pools hand out connections without a command name (5.3+).
+    """
+    if not isinstance(client, redis.Redis) or getattr(client, "connection", None) is not None:
+        return None
+    pool = getattr(client, "connection_pool", None)
+    get_connection = getattr(pool, "get_connection", None)
+    if get_connection is None:
+        return None
+    name = inspect.signature(get_connection).parameters.get("command_name")
+    return pool if name is None or name.default is not inspect.Parameter.empty else None
 
 
 def _token_columns(tokens: Sequence[str], fingerprints: Sequence[str]) -> tuple[Sequence[str], ...]:
@@ -474,12 +526,12 @@ def _token_columns(tokens: Sequence[str], fingerprints: Sequence[str]) -> tuple[
     return (tokens, fingerprints) if any(fingerprints) else (tokens,)
 
 
-def _argv(head: Sequence[Any], columns: Sequence[Sequence[str]]) -> str:
-    """A script's one argument: the fields of ``head``, then of each column in turn, comma-joined."""
+def _args(head: Sequence[Any], columns: Sequence[Sequence[str]]) -> list[str]:
+    """A script's arguments: the fields of ``head``, then each column in turn."""
     fields = [str(h) for h in head]
     for column in columns:
         fields += column
-    return ",".join(fields)
+    return fields
 
 
 def _pipelined_scripts(client: redis.Redis, calls: list[tuple[Script, Sequence[str], list[Any]]],
