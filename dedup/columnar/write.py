@@ -17,7 +17,9 @@ read. It writes at
 speed because the renderer lays the text out as an Arrow ``string`` array
 (values back to back, int32 offsets), which becomes a ``pa.Array`` without a
 copy. pyarrow's writer compresses in the calling thread while the next row
-groups render on the others. JSONL blocks are compressed on the rendering
+groups render on the others, and sets the pace: per event (CPU, a 100M mixed
+trace) it takes 1.43 µs of the 2.5 µs, generation 0.52 and rendering 0.51, so
+two cores write at most about 700k events/s. JSONL blocks are compressed on the rendering
 threads with pyarrow's codecs (gzip members or zstd frames, which concatenate
 into one valid stream).
 
@@ -61,6 +63,8 @@ CHUNK_ROWS = 65_536
 #: Uncompressed bytes of a Parquet data page (pyarrow's default).
 PAGE_BYTES = 1 << 20
 #: zstd level: 1 compresses these envelopes better than the default 3 here, and faster; gzip's 1 likewise.
+#: The fast levels trade disk for the writer's CPU (min of 4 runs, Parquet, per event): 1 takes 1.14 µs
+#: and 95 B, -1 1.08 µs and 148 B, -3 0.88 µs and 153 B (no compression: 0.78 µs, 846 B).
 COMPRESSION_LEVEL = 1
 #: Disk an event takes, by format, ground truth included (mixed traces: 828, 157, 90 and 95; with margin).
 BYTES_PER_EVENT = {"jsonl": 900, "gzip": 180, "zstd": 110, "parquet": 120}
