@@ -380,7 +380,7 @@ def _agent_sessions(cfg: TraceConfig, lo_ms: int, hi_ms: int) -> _Events:
     hour, shift = (np.concatenate([d[:, i] for d in draws]) for i in (0, 1))
     begin = day * float(_DAY_MS) + hour * _HOUR_MS
     end = begin + cfg.agent_shift_s * 1000 * shift
-    keep = (begin >= lo_ms) & (begin < hi_ms) & (begin >= cfg.start_s * 1000)
+    keep = (begin >= lo_ms) & (begin < hi_ms)
     day, agent, begin, end = day[keep], agent[keep], begin[keep], end[keep]
     k = len(day)
     kinds = np.repeat(np.array([Event.AGENT_SESSION_START, Event.AGENT_SESSION_END], np.int8), k)
