@@ -16,7 +16,7 @@ import pandas as pd
 from dedup.traces.config import TraceConfig
 from dedup.traces.generate import generate_frame
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 #: Traces at least this long are cached by default.
 CACHE_MIN_EVENTS = 1_000_000
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 
@@ -9,11 +10,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from dedup.analysis import format_bytes
 from dedup.columnar import write
 from dedup.columnar.dump import TRUTH_FIELDS
 from dedup.columnar.engine import connect
 from dedup.columnar.write import write_trace
 from dedup.traces import TraceConfig, generate
+from dedup.traces.generate import EPOCH_ROWS
 
 CONFIG = TraceConfig(n_events=3500, source="mixed", seed=6)
 
@@ -66,6 +69,20 @@ def test_a_parquet_dump_has_the_columns_and_types_the_readers_expect(tmp_path, s
     assert first.column(0).statistics is None  # the envelope text's would prune nothing
 
 
+def test_a_trace_of_many_epochs_is_written_in_full_row_groups_as_generated(tmp_path, small_groups,
+                                                                          monkeypatch):
+    """Row groups straddle the generator's epochs: all full but the last, rows in the trace's order."""
+    monkeypatch.setattr(importlib.import_module("dedup.traces.generate"), "EPOCH_ROWS", 700)
+    trace = generate(CONFIG, cache=False)
+    dump = write_trace(CONFIG, tmp_path / "t.parquet", workers=2)
+    lines, truth = read(dump)
+    assert lines == [json.dumps(e, ensure_ascii=False, separators=(",", ":")) for e in trace.envelopes()]
+    assert truth == [tuple(r) for r in trace.frame[list(TRUTH_FIELDS)].astype({"kind": str})
+                     .itertuples(index=False)]
+    metadata = pq.ParquetFile(dump.path).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [1000, 1000, 1000, 500]
+
+
 def test_pyarrow_and_pandas_read_a_parquet_dump_as_the_trace(tmp_path, small_groups, expected):
     dump = write_trace(CONFIG, tmp_path / "t.parquet", workers=2)
     table = pq.read_table(dump.path)
@@ -107,11 +124,21 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_when_memory_is_short_then_writing_says_so_and_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(write, "available_memory", lambda: 1_000_000_000)
-    with pytest.raises(write.NotEnoughMemoryError, match=r"100,000,000 events: it needs about 20\.0 GB, "
-                                                         r"1\.0 GB is available"):
-        write_trace(TraceConfig(n_events=100_000_000), tmp_path / "big.parquet")
+    monkeypatch.setattr(write, "available_memory", lambda: 100_000_000)
+    config = TraceConfig(n_events=100_000_000)
+    needed = format_bytes(write.memory_needed(config, os.cpu_count() or 1))
+    with pytest.raises(write.NotEnoughMemoryError,
+                       match=rf"100,000,000 events: it needs about {needed}, 100\.0 MB is available"):
+        write_trace(config, tmp_path / "big.parquet")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_memory_writing_needs_stops_growing_at_an_epoch():
+    """Generated an epoch at a time: 100M events need what 10M do, and fewer than an epoch need less."""
+    def needed(n):
+        return write.memory_needed(TraceConfig(n_events=n), 2)
+
+    assert needed(1_000) < needed(EPOCH_ROWS) == needed(10_000_000) == needed(100_000_000) < 2e9
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/meminfo"), reason="MemAvailable is Linux's")
