@@ -117,6 +117,13 @@ def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return pairs.shape[1] == len(np.unique(ia)) == len(np.unique(ib))
 
 
+@pytest.fixture(autouse=True, params=["build", "sql"])
+def fast_path(request, monkeypatch) -> str:
+    """Every test here holds with the compiled key builder and with the SQL fast path alone."""
+    monkeypatch.setattr(derive, "BUILD", request.param == "build")
+    return request.param
+
+
 def test_the_sql_fast_paths_were_checked_against_the_keys_in_use():
     # A changed strategy loses its SQL fast path (its rows are keyed in Python: exact, slower) until the
     # tests here pass with it again and VALIDATED holds the new source hash.
@@ -389,3 +396,4 @@ def test_vendor_keys_of_odd_field_values_equal_derive_key(tmp_path, events, asci
     lines = [json.dumps(e, ensure_ascii=ascii_only) for e in events]
     for spec in ("auto", "nice"):
         assert (_lines_keys(tmp_path, lines, spec) == _expected(events, spec)).all()
+

@@ -1,0 +1,858 @@
+"""Vendor and envelope-id keys built by a compiled loop over a chunk's lines, where certain.
+
+The DuckDB fast path (:mod:`dedup.columnar.keysql`) parses a Genesys line three
+times (root paths, the family's fields, the names for the repeated-name guard)
+and scans it with three regular expressions: about 25 us of CPU a row. Here one
+compiled pass per line does all of it, on the chunk's Arrow string buffers
+(offsets + UTF-8 bytes, no Python string per row):
+
+* it tokenizes the line as strict JSON, exactly as ``json.loads`` accepts it
+  (whitespace, string escapes, number grammar, ``NaN`` / ``Infinity``), into a
+  flat list of tokens (kind, text range, member name, next sibling);
+* it looks up the fields :mod:`dedup.key_catalogue` names for the strategy
+  (families and paths are data arrays generated from the catalogue, as
+  :mod:`dedup.columnar.keysql` generates SQL), refusing an object on the way that
+  repeats a name it reads (``json.loads`` keeps the last) or has an escaped name;
+* it writes the raw key bytes as ``dedup.keys._family_key`` does (``_text`` of
+  plain strings, integers and booleans; ``epoch_ms`` of integers and strict
+  ISO-8601 text), and the envelope ``time`` as epoch ms.
+
+A row it is not certain of (a fingerprint family, an escaped string or a float
+it would have to render, a time that is not an integer or strict ISO-8601, a line
+``json.loads`` might read differently, no line at all) is marked so, and keyed by
+the real Python strategy (:func:`dedup.columnar.derive.python_keys`): exactness
+never depends on this module. Like the SQL, the builder is used only while the
+``dedup`` code it reproduces hashes to what it was checked against (:data:`VALIDATED`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from dedup import key_catalogue
+from dedup.columnar.keysql import SOURCES as SQL_SOURCES
+from dedup.columnar.keysql import names_sha256
+
+#: The names each built strategy reproduces (hashed as :data:`dedup.columnar.keysql.SOURCES`): the
+#: strategy's own and ``epoch_ms`` of the envelope time.
+SOURCES: dict[str, tuple[str, ...]] = {
+    spec: (*SQL_SOURCES[spec], *SQL_SOURCES["time"]) for spec in ("envelope-id", "auto", "genesys", "nice")
+}
+#: Per strategy, the hash of its :data:`SOURCES` the builder was checked against.
+VALIDATED: dict[str, str] = {
+    "envelope-id": "d6b4f99a9a2748b612abb9821e50a8f20dff3a2d2ef1dfefef0fccad9d29dc04",
+    "auto": "40dbef0cfd6d2f30ddf77826661bae88a43fd961039bed7febcd792caceea99d",
+    "genesys": "33e39766900feb0163ddce973e8fcfb31aa1517cc073375e84a0194e27e13fc8",
+    "nice": "33e39766900feb0163ddce973e8fcfb31aa1517cc073375e84a0194e27e13fc8",
+}
+_MODES = {"envelope-id": 0, "auto": 1, "genesys": 2, "nice": 3}
+_ENVELOPE_ID, _AUTO, _GENESYS, _NICE = range(4)
+
+#: Row status: keyed here, or left for the Python strategy.
+KEYED, UNCERTAIN = 1, 0
+
+# Token kinds of the tokenizer; a lookup's result when a name is missing, or when the row must go to Python.
+_OBJ, _ARR, _STR, _ESC, _INT, _FLOAT, _TRUE, _FALSE, _NULL = range(1, 10)
+_MISSING, _BAIL = -1, -2
+#: A token's fields (a row of the token array): kind, text start and end, member name start and end, the token
+#: after its subtree, a container's member count, whether an object has an escaped member name.
+_K, _VS, _VE, _NS, _NE, _NX, _NC, _EN = range(8)
+_TOKEN_FIELDS = 8
+_ID, _ITEM, _TIME = range(3)
+_MAX_DEPTH = 256
+#: Longer numbers are left to Python (``int()`` refuses over 4300 digits).
+_MAX_NUMBER_CHARS = 1000
+_SECONDS_BELOW = 100_000_000_000
+
+
+def validated(spec: object) -> bool:
+    """Whether the builder may key ``spec`` (a strategy spec string)."""
+    if not isinstance(spec, str) or spec.strip() not in SOURCES:
+        return False
+    spec = spec.strip()
+    return VALIDATED.get(spec, "") == names_sha256(SOURCES[spec])
+
+
+# ---- the catalogue as arrays ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """The strings and families the compiled loop reads, generated from :mod:`dedup.key_catalogue`."""
+
+    text: np.ndarray  # uint8: every string below, concatenated
+    at: np.ndarray  # int64 (n, 2): string i is text[at[i, 0]:at[i, 1]]
+    genesys: np.ndarray  # int64 (n, 4): topic prefix, suffix, suffix is '*contains', family (-1: fingerprint)
+    nice_match: np.ndarray  # int64 (n, 2): family (-1: fingerprint), a name marking it; in catalogue order
+    families: np.ndarray  # int64 (n, 3): first field, end of fields, items over times
+    fields: np.ndarray  # int64 (n, 5): kind, path, first segment, end of segments, is 'list[].name'
+    segments: np.ndarray  # int64 (n,): string of each segment (a list's name without '[]')
+    names: np.ndarray  # int64: the fixed strings, in the order of _NAMES
+
+    def as_tuple(self) -> tuple[np.ndarray, ...]:
+        return (self.text, self.at, self.genesys, self.nice_match, self.families, self.fields,
+                self.segments, self.names)
+
+
+_NAMES = ("source", "detail", "time", "id", "topicName", "eventBody", "payload", "eventType", "Type",
+          "detail-type", "genesys:", "nice:", "id:", key_catalogue.GENESYS_SOURCE_PREFIX,
+          key_catalogue.NICE_BRIDGE_SOURCE)
+(_N_SOURCE, _N_DETAIL, _N_TIME, _N_ID, _N_TOPIC, _N_BODY, _N_PAYLOAD, _N_EVENT_TYPE, _N_TYPE, _N_DETAIL_TYPE,
+ _N_GENESYS_HEAD, _N_NICE_HEAD, _N_ID_HEAD, _N_GENESYS_PREFIX, _N_NICE_SOURCE) = range(len(_NAMES))
+
+
+@cache
+def tables() -> _Tables:
+    """The catalogue as arrays (raises ValueError for a path shape the compiled loop does not read)."""
+    strings: dict[str, int] = {}
+
+    def string(s: str) -> int:
+        return strings.setdefault(s, len(strings))
+
+    names = [string(n) for n in _NAMES]
+    families, fields, segments = [], [], []
+    program: dict[str, int] = {}
+
+    def family_of(family: key_catalogue.Family, nested: bool) -> int:
+        if family.fingerprint_only:
+            return -1
+        if family.name not in program:
+            program[family.name] = len(families)
+            first = len(fields)
+            for path, segs, kind, _ in family.paths:
+                segs = segs or (path,)
+                is_list = any(s.endswith("[]") for s in segs)
+                if is_list and (len(segs) != 2 or not segs[0].endswith("[]")):
+                    raise ValueError(f"{path}: only 'list[].name' paths are built")
+                if len(segs) > 1 and not nested:
+                    raise ValueError(f"{path}: only top-level NICE names are built")
+                start = len(segments)
+                segments.extend(string(s.removesuffix("[]")) for s in segs)
+                fields.append((("id", "item", "time").index(kind), string(path), start, len(segments),
+                               int(is_list)))
+            families.append((first, len(fields), int(family.items_over_times)))
+        return program[family.name]
+
+    genesys = []
+    for prefix, group in key_catalogue._GENESYS_BY_PREFIX.items():
+        for family in group:
+            suffix = family.match[1]
+            star = suffix.startswith("*")
+            genesys.append((string(prefix), string(suffix[1:] if star else suffix), int(star),
+                            family_of(family, nested=True)))
+    nice = [(family_of(family, nested=False), string(name))
+            for family in key_catalogue.NICE_FAMILIES for name in family.match]
+    encoded = [s.encode() for s in strings]
+    ends = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+    at = np.stack([ends - [len(b) for b in encoded], ends], axis=1).astype(np.int64)
+
+    def table(rows: list, width: int) -> np.ndarray:
+        return np.array(rows, dtype=np.int64).reshape(-1, width)
+
+    return _Tables(np.frombuffer(b"".join(encoded), np.uint8).copy(), at, table(genesys, 4), table(nice, 2),
+                   table(families, 3), table(fields, 5), np.array(segments, np.int64),
+                   np.array(names, np.int64))
+
+
+# ---- the compiled loop -----------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _ws(buf, p, e):
+    while p < e:
+        c = buf[p]
+        if c == 32 or c == 9 or c == 10 or c == 13:
+            p += 1
+        else:
+            break
+    return p
+
+
+@njit(cache=True, nogil=True)
+def _string_end(buf, p, e):
+    """The closing quote of the string whose text starts at ``p`` (-1: not JSON), and whether it escapes."""
+    escaped = False
+    while p < e:
+        c = buf[p]
+        if c == 34:
+            return p, escaped
+        if c == 92:
+            escaped = True
+            if p + 1 >= e:
+                return -1, escaped
+            d = buf[p + 1]
+            if d == 117:  # \uXXXX
+                if p + 6 > e:
+                    return -1, escaped
+                for q in range(p + 2, p + 6):
+                    h = buf[q]
+                    if not (48 <= h <= 57 or 65 <= h <= 70 or 97 <= h <= 102):
+                        return -1, escaped
+                p += 6
+            elif d == 34 or d == 92 or d == 47 or d == 98 or d == 102 or d == 110 or d == 114 or d == 116:
+                p += 2
+            else:
+                return -1, escaped
+        elif c < 32:  # json.loads (strict) refuses control characters in strings
+            return -1, escaped
+        else:
+            p += 1
+    return -1, escaped
+
+
+@njit(cache=True, nogil=True)
+def _is_digit(c):
+    return 48 <= c <= 57
+
+
+@njit(cache=True, nogil=True)
+def _literal(buf, p, e, word):
+    """Whether ``word`` (bytes as a uint8 array) is at ``p``."""
+    n = len(word)
+    if p + n > e:
+        return False
+    k = 0
+    while k < n and buf[p + k] == word[k]:
+        k += 1
+    return k == n
+
+
+_TRUE_W = np.frombuffer(b"true", np.uint8).copy()
+_FALSE_W = np.frombuffer(b"false", np.uint8).copy()
+_NULL_W = np.frombuffer(b"null", np.uint8).copy()
+_NAN_W = np.frombuffer(b"NaN", np.uint8).copy()
+_INF_W = np.frombuffer(b"Infinity", np.uint8).copy()
+
+
+@njit(cache=True, nogil=True)
+def _number_end(buf, p, e):
+    """The end of the JSON number at ``p`` (-1: not one json.loads reads), and whether it is an integer."""
+    q = p
+    if q < e and buf[q] == 45:
+        q += 1
+    if q >= e:
+        return -1, False
+    c = buf[q]
+    if c == 73:  # -Infinity
+        return (q + 8, False) if _literal(buf, q, e, _INF_W) else (-1, False)
+    if c == 48:
+        q += 1
+    elif 49 <= c <= 57:
+        while q < e and _is_digit(buf[q]):
+            q += 1
+    else:
+        return -1, False
+    is_int = True
+    if q < e and buf[q] == 46:
+        q += 1
+        if q >= e or not _is_digit(buf[q]):
+            return -1, False
+        while q < e and _is_digit(buf[q]):
+            q += 1
+        is_int = False
+    if q < e and (buf[q] == 101 or buf[q] == 69):
+        q += 1
+        if q < e and (buf[q] == 43 or buf[q] == 45):
+            q += 1
+        if q >= e or not _is_digit(buf[q]):
+            return -1, False
+        while q < e and _is_digit(buf[q]):
+            q += 1
+        is_int = False
+    if q - p > _MAX_NUMBER_CHARS:
+        return -1, False
+    return q, is_int
+
+
+@njit(cache=True, nogil=True)
+def _tokenize(buf, s, e, tk, stack):
+    """Tokens of the line ``buf[s:e]`` into rows of ``tk`` in document order (fields ``_K`` ... ``_EN``), or
+    -1 when it is not JSON that json.loads reads alike. A token's text is a string's inside its quotes or a
+    number's characters; its member name is -1 in a list. Returns the number of tokens.
+    """
+    p = _ws(buf, s, e)
+    n = 0
+    depth = 0
+    name_s = -1
+    name_e = -1
+    state = 0  # 0: a value, 1: a member name, 2: after a value
+    while True:
+        if state == 0:
+            if p >= e:
+                return -1
+            c = buf[p]
+            i = n
+            n += 1
+            tk[i, _NS] = name_s
+            tk[i, _NE] = name_e
+            if depth > 0:
+                tk[stack[depth - 1], _NC] += 1
+            if c == 123 or c == 91:
+                tk[i, _K] = _OBJ if c == 123 else _ARR
+                tk[i, _NC] = 0
+                tk[i, _EN] = 0
+                if depth == _MAX_DEPTH:
+                    return -1
+                stack[depth] = i
+                depth += 1
+                p = _ws(buf, p + 1, e)
+                if p < e and buf[p] == c + 2:  # } or ]
+                    p += 1
+                    depth -= 1
+                    tk[i, _NX] = n
+                    state = 2
+                elif c == 123:
+                    state = 1
+                else:
+                    name_s = -1
+                    name_e = -1
+            elif c == 34:
+                q, escaped = _string_end(buf, p + 1, e)
+                if q < 0:
+                    return -1
+                tk[i, _K] = _ESC if escaped else _STR
+                tk[i, _VS] = p + 1
+                tk[i, _VE] = q
+                tk[i, _NX] = n
+                p = q + 1
+                state = 2
+            elif c == 45 or _is_digit(c):
+                q, is_int = _number_end(buf, p, e)
+                if q < 0:
+                    return -1
+                tk[i, _K] = _INT if is_int else _FLOAT
+                tk[i, _VS] = p
+                tk[i, _VE] = q
+                tk[i, _NX] = n
+                p = q
+                state = 2
+            else:
+                if _literal(buf, p, e, _TRUE_W):
+                    tk[i, _K] = _TRUE
+                    p += 4
+                elif _literal(buf, p, e, _FALSE_W):
+                    tk[i, _K] = _FALSE
+                    p += 5
+                elif _literal(buf, p, e, _NULL_W):
+                    tk[i, _K] = _NULL
+                    p += 4
+                elif _literal(buf, p, e, _NAN_W):
+                    tk[i, _K] = _FLOAT
+                    p += 3
+                elif _literal(buf, p, e, _INF_W):
+                    tk[i, _K] = _FLOAT
+                    p += 8
+                else:
+                    return -1
+                tk[i, _NX] = n
+                state = 2
+        elif state == 1:
+            if p >= e or buf[p] != 34:
+                return -1
+            q, escaped = _string_end(buf, p + 1, e)
+            if q < 0:
+                return -1
+            if escaped:
+                tk[stack[depth - 1], _EN] = 1
+            name_s = p + 1
+            name_e = q
+            p = _ws(buf, q + 1, e)
+            if p >= e or buf[p] != 58:
+                return -1
+            p = _ws(buf, p + 1, e)
+            state = 0
+        else:
+            p = _ws(buf, p, e)
+            if depth == 0:
+                return n if p == e else -1
+            if p >= e:
+                return -1
+            top = stack[depth - 1]
+            c = buf[p]
+            if c == 44:
+                p = _ws(buf, p + 1, e)
+                if tk[top, _K] == _OBJ:
+                    state = 1
+                else:
+                    name_s = -1
+                    name_e = -1
+                    state = 0
+            elif (c == 125 and tk[top, _K] == _OBJ) or (c == 93 and tk[top, _K] == _ARR):
+                p += 1
+                depth -= 1
+                tk[top, _NX] = n
+            else:
+                return -1
+
+
+@njit(cache=True, nogil=True)
+def _same(buf, a, b, text, at, k):
+    """Whether ``buf[a:b]`` is string ``k`` of the tables."""
+    lo = at[k, 0]
+    n = b - a
+    if n != at[k, 1] - lo:
+        return False
+    j = 0
+    while j < n and buf[a + j] == text[lo + j]:
+        j += 1
+    return j == n
+
+
+@njit(cache=True, nogil=True)
+def _starts(buf, a, b, text, at, k):
+    lo = at[k, 0]
+    n = at[k, 1] - lo
+    return b - a >= n and _same(buf, a, a + n, text, at, k)
+
+
+@njit(cache=True, nogil=True)
+def _contains(buf, a, b, text, at, k):
+    n = at[k, 1] - at[k, 0]
+    q = a
+    while q <= b - n and not _same(buf, q, q + n, text, at, k):
+        q += 1
+    return q <= b - n
+
+
+@njit(cache=True, nogil=True)
+def _find(buf, tk, obj, text, at, k):
+    """The member named string ``k`` of token ``obj``: its token, _MISSING (or ``obj`` is no object), or
+    _BAIL when the object repeats the name or has an escaped name (json.loads would decide)."""
+    if obj < 0 or tk[obj, _K] != _OBJ:
+        return _MISSING
+    if tk[obj, _EN]:
+        return _BAIL
+    found = _MISSING
+    c = obj + 1
+    for _ in range(tk[obj, _NC]):
+        if _same(buf, tk[c, _NS], tk[c, _NE], text, at, k):
+            if found != _MISSING:
+                return _BAIL
+            found = c
+        c = tk[c, _NX]
+    return found
+
+
+@njit(cache=True, nogil=True)
+def _put(out, pos, src, a, b):
+    for j in range(b - a):
+        out[pos + j] = src[a + j]
+    return pos + b - a
+
+
+@njit(cache=True, nogil=True)
+def _put_int(out, pos, value):
+    if value < 0:
+        out[pos] = 45
+        pos += 1
+        value = -value
+    digits = 1
+    v = value
+    while v >= 10:
+        v //= 10
+        digits += 1
+    for j in range(digits - 1, -1, -1):
+        out[pos + j] = 48 + value % 10
+        value //= 10
+    return pos + digits
+
+
+@njit(cache=True, nogil=True)
+def _digits(buf, a, n):
+    v = 0
+    for j in range(n):
+        c = buf[a + j]
+        if not _is_digit(c):
+            return -1
+        v = v * 10 + (c - 48)
+    return v
+
+
+@njit(cache=True, nogil=True)
+def _days_from_civil(y, m, d):
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+@njit(cache=True, nogil=True)
+def _iso_ms(buf, a, b):
+    """Epoch ms of strict ISO-8601 text (``YYYY-MM-DDTHH:MM:SS[.fff|.ffffff][Z|±HH:MM]``, a real date, year
+    from 1000), floored to the millisecond as ``dedup.canonical.epoch_ms``; (False, 0) for anything else."""
+    if b - a < 19:
+        return False, 0
+    for j, sep in ((4, 45), (7, 45), (10, 84), (13, 58), (16, 58)):
+        if buf[a + j] != sep:
+            return False, 0
+    year, month, day = _digits(buf, a, 4), _digits(buf, a + 5, 2), _digits(buf, a + 8, 2)
+    hour, minute, second = _digits(buf, a + 11, 2), _digits(buf, a + 14, 2), _digits(buf, a + 17, 2)
+    if year < 1000 or month < 1 or month > 12 or day < 1 or hour < 0 or hour > 23 or minute < 0 \
+            or minute > 59 or second < 0 or second > 59:
+        return False, 0
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    month_days = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    if day > month_days[month - 1]:
+        return False, 0
+    p = a + 19
+    ms = 0
+    if p < b and buf[p] == 46:
+        n = 0
+        while p + 1 + n < b and _is_digit(buf[p + 1 + n]):
+            n += 1
+        if n != 3 and n != 6:
+            return False, 0
+        ms = _digits(buf, p + 1, 3)
+        p += 1 + n
+    offset_min = 0
+    if p < b and buf[p] == 90:
+        p += 1
+    elif p < b and (buf[p] == 43 or buf[p] == 45):
+        if b - p != 6 or buf[p + 3] != 58:
+            return False, 0
+        oh, om = _digits(buf, p + 1, 2), _digits(buf, p + 4, 2)
+        if oh < 0 or oh > 23 or om < 0 or om > 59:
+            return False, 0
+        offset_min = oh * 60 + om
+        if buf[p] == 45:
+            offset_min = -offset_min
+        p += 6
+    if p != b:
+        return False, 0
+    seconds = ((_days_from_civil(year, month, day) * 24 + hour) * 60 + minute) * 60 + second
+    return True, (seconds - offset_min * 60) * 1000 + ms
+
+
+@njit(cache=True, nogil=True)
+def _time_ms(buf, tk, v):
+    """``epoch_ms`` of token ``v`` where certain: an integer of at most 18 digits, or strict ISO-8601."""
+    if tk[v, _K] == _INT:
+        a = tk[v, _VS]
+        negative = buf[a] == 45
+        if negative:
+            a += 1
+        if tk[v, _VE] - a > 18:
+            return False, 0
+        value = _digits(buf, a, tk[v, _VE] - a)
+        if negative:
+            value = -value
+        return True, value * 1000 if abs(value) < _SECONDS_BELOW else value
+    if tk[v, _K] == _STR:
+        return _iso_ms(buf, tk[v, _VS], tk[v, _VE])
+    return False, 0
+
+
+@njit(cache=True, nogil=True)
+def _put_text(buf, tk, v, out, pos):
+    """``dedup.keys._text`` of a plain string, an integer or a boolean (-1: anything else)."""
+    k = tk[v, _K]
+    if k == _STR:
+        return _put(out, pos, buf, tk[v, _VS], tk[v, _VE])
+    if k == _INT:
+        if tk[v, _VE] - tk[v, _VS] == 2 and buf[tk[v, _VS]] == 45:  # -0 is the int 0
+            return -1
+        return _put(out, pos, buf, tk[v, _VS], tk[v, _VE])
+    if k == _TRUE:
+        return _put(out, pos, _TRUE_W, 0, 4)
+    if k == _FALSE:
+        return _put(out, pos, _FALSE_W, 0, 5)
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _absent(tk, v):
+    """``value is None or value == ""``."""
+    return v < 0 or tk[v, _K] == _NULL or (tk[v, _K] == _STR and tk[v, _VE] == tk[v, _VS])
+
+
+@njit(cache=True, nogil=True)
+def _resolve(buf, tk, node, tables, first, end):
+    """``dedup.key_catalogue.resolve`` of the segments ``first:end`` (no list) from token ``node``."""
+    text, at, _, _, _, _, segments, _ = tables
+    for j in range(first, end):
+        if node < 0 or tk[node, _K] != _OBJ:
+            return _MISSING
+        node = _find(buf, tk, node, text, at, segments[j])
+        if node == _BAIL:
+            return _BAIL
+        if node < 0 or tk[node, _K] == _NULL:
+            return _MISSING
+    return node
+
+
+@njit(cache=True, nogil=True)
+def _put_list(buf, tk, body, tables, j, out, pos):
+    """The text of a ``list[].name`` field: its objects' non-empty names joined by ',' (pos unchanged: none;
+    -1: uncertain)."""
+    text, at, _, _, _, fields, segments, _ = tables
+    items = _find(buf, tk, body, text, at, segments[fields[j, 2]])
+    if items == _BAIL:
+        return -1
+    if items < 0 or tk[items, _K] != _ARR:
+        return pos
+    start = pos
+    x = items + 1
+    for _ in range(tk[items, _NC]):
+        if tk[x, _K] == _OBJ:
+            v = _find(buf, tk, x, text, at, segments[fields[j, 2] + 1])
+            if v == _BAIL:
+                return -1
+            if not _absent(tk, v):
+                if pos != start:
+                    out[pos] = 44
+                    pos += 1
+                pos = _put_text(buf, tk, v, out, pos)
+                if pos < 0:
+                    return -1
+        x = tk[x, _NX]
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _put_family(buf, tk, body, outer, family, tables, out, pos):
+    """``dedup.keys._family_key`` after its head, where it keys on fields: the new end, or -1 (a body
+    fingerprint, or a value this loop does not render exactly)."""
+    text, at, _, _, families, fields, _, _ = tables
+    anchored = False
+    skip_times = False
+    for j in range(families[family, 0], families[family, 1]):
+        field_kind = fields[j, 0]
+        if skip_times and field_kind == _TIME:
+            break
+        path = fields[j, 1]
+        label = pos
+        out[pos] = 124  # |
+        pos = _put(out, pos + 1, text, at[path, 0], at[path, 1])
+        if fields[j, 4]:
+            end = _put_list(buf, tk, body, tables, j, out, pos + 1)
+            if end < 0:
+                return -1
+            if end == pos + 1:
+                pos = label
+                continue
+            out[pos] = 61  # =
+            pos = end
+        else:
+            v = _resolve(buf, tk, body, tables, fields[j, 2], fields[j, 3])
+            if v == _MISSING and outer >= 0:
+                v = _resolve(buf, tk, outer, tables, fields[j, 2], fields[j, 3])
+            if v == _BAIL:
+                return -1
+            if _absent(tk, v):
+                pos = label
+                continue
+            if field_kind == _TIME:
+                if tk[v, _K] == _TRUE or tk[v, _K] == _FALSE:  # not a time: its canonical text
+                    out[pos] = 126  # ~
+                    pos = _put_text(buf, tk, v, out, pos + 1)
+                else:
+                    ok, ms = _time_ms(buf, tk, v)
+                    if not ok:
+                        return -1
+                    out[pos] = 61
+                    pos = _put_int(out, pos + 1, ms)
+            else:
+                out[pos] = 61
+                pos = _put_text(buf, tk, v, out, pos + 1)
+                if pos < 0:
+                    return -1
+        anchored = True if field_kind != _ID else anchored
+        if field_kind == _ITEM and families[family, 2]:
+            skip_times = True
+    return pos if anchored else -1
+
+
+@njit(cache=True, nogil=True)
+def _genesys(buf, tk, detail, tables, out, pos):
+    """``GenesysKey``: head and fields, or -1."""
+    text, at, genesys, _, _, _, _, names = tables
+    topic = _find(buf, tk, detail, text, at, names[_N_TOPIC])
+    body = _find(buf, tk, detail, text, at, names[_N_BODY])
+    if topic < 0 or tk[topic, _K] != _STR or tk[topic, _VE] == tk[topic, _VS]:
+        return -1
+    if body < 0 or tk[body, _K] != _OBJ:
+        return -1
+    a, b = tk[topic, _VS], tk[topic, _VE]
+    family = -1
+    for r in range(genesys.shape[0]):
+        prefix, suffix = genesys[r, 0], genesys[r, 1]
+        if not _starts(buf, a, b, text, at, prefix):
+            continue
+        n = at[suffix, 1] - at[suffix, 0]
+        if genesys[r, 2]:
+            found = _contains(buf, a + at[prefix, 1] - at[prefix, 0], b, text, at, suffix)
+        else:
+            found = b - a >= n and _same(buf, b - n, b, text, at, suffix)
+        if found:
+            family = genesys[r, 3]
+            break
+    if family < 0:
+        return -1
+    head = names[_N_GENESYS_HEAD]
+    pos = _put(out, pos, text, at[head, 0], at[head, 1])
+    pos = _put(out, pos, buf, a, b)
+    return _put_family(buf, tk, body, -1, family, tables, out, pos)
+
+
+@njit(cache=True, nogil=True)
+def _nice(buf, tk, root, detail, tables, out, pos):
+    """``NiceKey``: head and fields, or -1."""
+    text, at, _, nice_match, _, _, _, names = tables
+    payload = _find(buf, tk, detail, text, at, names[_N_PAYLOAD])
+    if payload == _BAIL:
+        return -1
+    wrapped = payload >= 0 and tk[payload, _K] == _OBJ
+    body = payload if wrapped else detail
+    outer = detail if wrapped else -1
+    family = -1
+    for r in range(nice_match.shape[0]):
+        v = _find(buf, tk, body, text, at, nice_match[r, 1])
+        if v == _BAIL:
+            return -1
+        if not _absent(tk, v):
+            family = nice_match[r, 0]
+            break
+    if family < 0:
+        return -1
+    # The event type: the first truthy of detail.eventType, detail.Type, the body's Type, detail-type (a plain
+    # string; any other truthy or falsy value, or none at all, is left to Python).
+    event_type = -1
+    for where, name in ((detail, _N_EVENT_TYPE), (detail, _N_TYPE), (body, _N_TYPE), (root, _N_DETAIL_TYPE)):
+        v = _find(buf, tk, where, text, at, names[name])
+        if v == _BAIL:
+            return -1
+        if _absent(tk, v):
+            continue
+        if tk[v, _K] != _STR:
+            return -1
+        event_type = v
+        break
+    if event_type < 0:
+        return -1
+    head = names[_N_NICE_HEAD]
+    pos = _put(out, pos, text, at[head, 0], at[head, 1])
+    pos = _put(out, pos, buf, tk[event_type, _VS], tk[event_type, _VE])
+    return _put_family(buf, tk, body, outer, family, tables, out, pos)
+
+
+@njit(cache=True, nogil=True)
+def _build(data, offsets, valid, first, mode, need_time, tables, out, out_ends, status, time_ms, tk, stack):
+    """Keys rows ``first:`` into ``out`` (row i's key ends at ``out_ends[i]``), until ``out`` may not hold
+    the next row: returns the row reached. ``status[i]`` is KEYED or UNCERTAIN; ``time_ms[i]`` the envelope
+    time."""
+    text, at, _, _, _, _, _, names = tables
+    room = at[-1, 1] + 64  # every label once, and digits
+    pos = out_ends[first - 1] if first > 0 else 0
+    for i in range(first, len(offsets) - 1):
+        s, e = offsets[i], offsets[i + 1]
+        if pos + (e - s) * 2 + room > len(out):
+            return i
+        status[i] = UNCERTAIN
+        out_ends[i] = pos
+        if not valid[i] or _tokenize(data, s, e, tk, stack) < 0 \
+                or tk[0, _K] != _OBJ:
+            continue
+        source = _find(data, tk, 0, text, at, names[_N_SOURCE])
+        detail = _find(data, tk, 0, text, at, names[_N_DETAIL])
+        if source < 0 or detail < 0:
+            continue
+        if need_time:
+            t = _find(data, tk, 0, text, at, names[_N_TIME])
+            if t < 0:
+                continue
+            ok, ms = _time_ms(data, tk, t)
+            if not ok:
+                continue
+            time_ms[i] = ms
+        end = -1
+        if mode == _ENVELOPE_ID:
+            v = _find(data, tk, 0, text, at, names[_N_ID])
+            if v >= 0 and tk[v, _K] == _STR and tk[v, _VE] > tk[v, _VS]:
+                head = names[_N_ID_HEAD]
+                end = _put(out, pos, text, at[head, 0], at[head, 1])
+                end = _put(out, end, data, tk[v, _VS], tk[v, _VE])
+        elif tk[detail, _K] == _OBJ:
+            genesys = False
+            nice = mode == _NICE
+            if mode != _NICE and tk[source, _K] == _STR:
+                a, b = tk[source, _VS], tk[source, _VE]
+                genesys = _starts(data, a, b, text, at, names[_N_GENESYS_PREFIX])
+                nice = mode == _AUTO and _same(data, a, b, text, at, names[_N_NICE_SOURCE])
+            if genesys:
+                end = _genesys(data, tk, detail, tables, out, pos)
+            elif nice:
+                end = _nice(data, tk, 0, detail, tables, out, pos)
+        if end >= 0:
+            status[i] = KEYED
+            pos = end
+            out_ends[i] = pos
+    return len(offsets) - 1
+
+
+# ---- the chunk interface -----------------------------------------------------------------------------
+
+
+_MASK63 = (1 << 63) - 1
+
+
+def build_keys(lines: Any, spec: str, need_time: bool
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Digest halves (-1 where not keyed here), envelope time and KEYED / UNCERTAIN status of ``lines``
+    (a pyarrow string array, nulls allowed) under the strategy ``spec``.
+
+    The digest halves are those of :func:`dedup.columnar.derive.python_keys`: MD5 of the raw key as a
+    little-endian integer, its bits above 65 and its low 63 bits.
+    """
+    import pyarrow as pa
+
+    mode = _MODES[spec.strip()]
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    lines = lines.cast(pa.large_string())
+    n = len(lines)
+    validity, offset_buf, data_buf = lines.buffers()
+    offsets = np.frombuffer(offset_buf, np.int64)[lines.offset:lines.offset + n + 1]
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    valid = np.ones(n, np.bool_) if validity is None else ~lines.is_null().to_numpy(zero_copy_only=False)
+    status = np.zeros(n, np.int8)
+    time_ms = np.full(n, np.iinfo(np.int64).min, np.int64)
+    ends = np.zeros(n, np.int64)
+    longest = int(np.diff(offsets).max()) if n else 0
+    tokens = np.zeros((longest + 2, _TOKEN_FIELDS), np.int64)
+    stack = np.zeros(_MAX_DEPTH, np.int64)
+    out = np.empty(max(1 << 16, int(offsets[-1] - offsets[0]) // 4 if n else 0), np.uint8)
+    row = 0
+    while row < n:
+        row = _build(data, offsets, valid, row, mode, need_time, tables().as_tuple(), out, ends, status,
+                     time_ms, tokens, stack)
+        if row < n:
+            grown = np.empty(len(out) * 2 + int(offsets[row + 1] - offsets[row]) * 2, np.uint8)
+            grown[:len(out)] = out
+            out = grown
+    hi, lo = _md5_halves(out, ends, status)
+    return hi, lo, time_ms, status
+
+
+def _md5_halves(out: np.ndarray, ends: np.ndarray, status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = len(ends)
+    starts = np.empty(n, np.int64)
+    starts[:1] = 0
+    starts[1:] = ends[:-1]
+    keyed = np.flatnonzero(status == KEYED)
+    view = memoryview(out)
+    md5 = hashlib.md5
+    digests = np.frombuffer(b"".join([md5(view[starts[i]:ends[i]]).digest()
+                                      for i in keyed.tolist()]), np.uint64).reshape(-1, 2)
+    hi, lo = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    # The digest as a little-endian 128-bit integer: low word first.
+    hi[keyed] = (digests[:, 1] >> np.uint64(1)).astype(np.int64)
+    lo[keyed] = (digests[:, 0] & np.uint64(_MASK63)).astype(np.int64)
+    return hi, lo
