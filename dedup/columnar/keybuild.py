@@ -15,11 +15,17 @@ compiled pass per line does all of it, on the chunk's Arrow string buffers
   repeats a name it reads (``json.loads`` keeps the last) or has an escaped name;
 * it writes the raw key bytes as ``dedup.keys._family_key`` does (``_text`` of
   plain strings, integers and booleans; ``epoch_ms`` of integers and strict
-  ISO-8601 text), and the envelope ``time`` as epoch ms.
+  ISO-8601 text), and the envelope ``time`` as epoch ms;
+* where the key is a fingerprint (a family without fields or none present, an
+  uncatalogued topic, ``auto``'s content key of another source), it writes the
+  body's canonical JSON (RFC 8785: members sorted, no whitespace; strings without
+  escapes, integers, and floats whose text is already their shortest form are
+  written as they stand), whose BLAKE2b then stands in the key (:func:`_digests`).
 
-A row it is not certain of (a fingerprint family, an escaped string or a float
-it would have to render, a time that is not an integer or strict ISO-8601, a line
-``json.loads`` might read differently, no line at all) is marked so, and keyed by
+A row it is not certain of (an escaped string or a float it would have to
+render, a time that is not an integer or strict ISO-8601, a name repeated or
+escaped on the way, a line ``json.loads`` might read differently, no line at
+all) is marked so, and keyed by
 the real Python strategy (:func:`dedup.columnar.derive.python_keys`): exactness
 never depends on this module. Like the SQL, the builder is used only while the
 ``dedup`` code it reproduces hashes to what it was checked against (:data:`VALIDATED`).
@@ -40,16 +46,19 @@ from dedup.columnar.keysql import SOURCES as SQL_SOURCES
 from dedup.columnar.keysql import names_sha256
 
 #: The names each built strategy reproduces (hashed as :data:`dedup.columnar.keysql.SOURCES`): the
-#: strategy's own and ``epoch_ms`` of the envelope time.
+#: strategy's own, ``epoch_ms`` of the envelope time, and the body fingerprints' canonical JSON and digest.
+_FINGERPRINT_SOURCES = ("ContentFingerprint", "_fingerprinted", "canonical.digest", "canonical._plain",
+                        "canonical._encode", "canonical._encode_string", "canonical._INT_EXACT")
 SOURCES: dict[str, tuple[str, ...]] = {
-    spec: (*SQL_SOURCES[spec], *SQL_SOURCES["time"]) for spec in ("envelope-id", "auto", "genesys", "nice")
+    spec: (*SQL_SOURCES[spec], *SQL_SOURCES["time"], *(_FINGERPRINT_SOURCES if spec != "envelope-id" else ()))
+    for spec in ("envelope-id", "auto", "genesys", "nice")
 }
 #: Per strategy, the hash of its :data:`SOURCES` the builder was checked against.
 VALIDATED: dict[str, str] = {
     "envelope-id": "d6b4f99a9a2748b612abb9821e50a8f20dff3a2d2ef1dfefef0fccad9d29dc04",
-    "auto": "40dbef0cfd6d2f30ddf77826661bae88a43fd961039bed7febcd792caceea99d",
-    "genesys": "33e39766900feb0163ddce973e8fcfb31aa1517cc073375e84a0194e27e13fc8",
-    "nice": "33e39766900feb0163ddce973e8fcfb31aa1517cc073375e84a0194e27e13fc8",
+    "auto": "8d7827ccc33b880ced1073fd782ad81d44b6ef1d197403235023a29b7c151b54",
+    "genesys": "cf4570b4330e84051fb1a3f8c3afd65cd3da099cc736c0ce8811d5efd8eeb9a7",
+    "nice": "cf4570b4330e84051fb1a3f8c3afd65cd3da099cc736c0ce8811d5efd8eeb9a7",
 }
 _MODES = {"envelope-id": 0, "auto": 1, "genesys": 2, "nice": 3}
 _ENVELOPE_ID, _AUTO, _GENESYS, _NICE = range(4)
@@ -60,6 +69,9 @@ KEYED, UNCERTAIN = 1, 0
 # Token kinds of the tokenizer; a lookup's result when a name is missing, or when the row must go to Python.
 _OBJ, _ARR, _STR, _ESC, _INT, _FLOAT, _TRUE, _FALSE, _NULL = range(1, 10)
 _MISSING, _BAIL = -1, -2
+#: What a key writer returns when it writes no key: not certain (Python decides), the family would key on a
+#: body fingerprint, the strategy raises NoKey (``auto`` then keys the event by content).
+_UNSURE, _FINGERPRINT, _NOKEY = -1, -3, -4
 #: A token's fields (a row of the token array): kind, text start and end, member name start and end, the token
 #: after its subtree, a container's member count, whether an object has an escaped member name.
 _K, _VS, _VE, _NS, _NE, _NX, _NC, _EN = range(8)
@@ -102,9 +114,10 @@ class _Tables:
 
 _NAMES = ("source", "detail", "time", "id", "topicName", "eventBody", "payload", "eventType", "Type",
           "detail-type", "genesys:", "nice:", "id:", key_catalogue.GENESYS_SOURCE_PREFIX,
-          key_catalogue.NICE_BRIDGE_SOURCE)
+          key_catalogue.NICE_BRIDGE_SOURCE, "timestamp")
 (_N_SOURCE, _N_DETAIL, _N_TIME, _N_ID, _N_TOPIC, _N_BODY, _N_PAYLOAD, _N_EVENT_TYPE, _N_TYPE, _N_DETAIL_TYPE,
- _N_GENESYS_HEAD, _N_NICE_HEAD, _N_ID_HEAD, _N_GENESYS_PREFIX, _N_NICE_SOURCE) = range(len(_NAMES))
+ _N_GENESYS_HEAD, _N_NICE_HEAD, _N_ID_HEAD, _N_GENESYS_PREFIX, _N_NICE_SOURCE,
+ _N_TIMESTAMP) = range(len(_NAMES))
 
 
 @cache
@@ -618,8 +631,8 @@ def _put_list(buf, tk, body, tables, j, out, pos):
 
 @njit(cache=True, nogil=True)
 def _put_family(buf, tk, body, outer, family, tables, out, pos):
-    """``dedup.keys._family_key`` after its head, where it keys on fields: the new end, or -1 (a body
-    fingerprint, or a value this loop does not render exactly)."""
+    """``dedup.keys._family_key`` after its head, where it keys on fields: the new end, _FINGERPRINT (no item
+    or time present), or _UNSURE (a value this loop does not render exactly)."""
     text, at, _, _, families, fields, _, _ = tables
     anchored = False
     skip_times = False
@@ -667,19 +680,205 @@ def _put_family(buf, tk, body, outer, family, tables, out, pos):
         anchored = True if field_kind != _ID else anchored
         if field_kind == _ITEM and families[family, 2]:
             skip_times = True
-    return pos if anchored else -1
+    return pos if anchored else _FINGERPRINT
 
 
 @njit(cache=True, nogil=True)
-def _genesys(buf, tk, detail, tables, out, pos):
-    """``GenesysKey``: head and fields, or -1."""
+def _name_order(buf, tk, x, y):
+    """-1, 0 or 1 as the member name of token ``x`` sorts before, with or after that of ``y`` (UTF-8 bytes
+    sort as code points, as ``sort_keys`` does)."""
+    a, b, c, d = tk[x, _NS], tk[x, _NE], tk[y, _NS], tk[y, _NE]
+    for j in range(min(b - a, d - c)):
+        if buf[a + j] != buf[c + j]:
+            return -1 if buf[a + j] < buf[c + j] else 1
+    return -1 if b - a < d - c else (0 if b - a == d - c else 1)
+
+
+@njit(cache=True, nogil=True)
+def _plain_float(buf, a, b):
+    """Whether ``repr(float(text))`` is ``buf[a:b]`` itself, as JCS writes it: positional digits, a non-zero
+    last decimal, at most 15 significant digits (so no shorter decimal names the same double) and a magnitude
+    from 1e-4 (``repr`` writes exponents below; JCS from 1e-6) to 1e16."""
+    p = a + 1 if buf[a] == 45 else a
+    q = p
+    while q < b and _is_digit(buf[q]):
+        q += 1
+    if q == p or q >= b or buf[q] != 46:
+        return False
+    f = q + 1
+    r = f
+    while r < b and _is_digit(buf[r]):
+        r += 1
+    if r != b or r == f or buf[r - 1] == 48:
+        return False
+    if q - p == 1 and buf[p] == 48:
+        z = f
+        while buf[z] == 48:
+            z += 1
+        return z - f <= 3 and r - z <= 15
+    return (q - p) + (r - f) <= 15
+
+
+@njit(cache=True, nogil=True)
+def _put_scalar(buf, tk, v, out, pos):
+    """The canonical JSON (``dedup.canonical.canonical_json``) of a scalar token, or -1 where not certain."""
+    k = tk[v, _K]
+    a, b = tk[v, _VS], tk[v, _VE]
+    if k == _STR:  # no escapes in, none needed out (a raw string has no quote, backslash or control char)
+        out[pos] = 34
+        pos = _put(out, pos + 1, buf, a, b)
+        out[pos] = 34
+        return pos + 1
+    if k == _INT:
+        return -1 if b - a == 2 and buf[a] == 45 else _put(out, pos, buf, a, b)
+    if k == _FLOAT:
+        return _put(out, pos, buf, a, b) if _plain_float(buf, a, b) else -1
+    if k == _TRUE:
+        return _put(out, pos, _TRUE_W, 0, 4)
+    if k == _FALSE:
+        return _put(out, pos, _FALSE_W, 0, 5)
+    if k == _NULL:
+        return _put(out, pos, _NULL_W, 0, 4)
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _put_name(buf, tk, c, out, pos):
+    out[pos] = 34
+    pos = _put(out, pos + 1, buf, tk[c, _NS], tk[c, _NE])
+    out[pos] = 34
+    out[pos + 1] = 58
+    return pos + 2
+
+
+@njit(cache=True, nogil=True)
+def _put_canonical(buf, tk, v, out, pos, order, frames):
+    """``canonical_json`` (RFC 8785) of token ``v`` (``null`` when missing), or -1 where not certain: an
+    escaped string or name, a float not written as its own text, a repeated name, a name outside the BMP.
+
+    Objects' members are sorted by name into ``order``; ``frames`` holds the open containers."""
+    if v < 0:
+        return _put(out, pos, _NULL_W, 0, 4)
+    depth = 0
+    used = 0
+    cur = v
+    while True:
+        k = tk[cur, _K]
+        container = k in (_OBJ, _ARR)
+        if container and tk[cur, _NC] > 0:
+            n = tk[cur, _NC]
+            if (k == _OBJ and tk[cur, _EN]) or depth == _MAX_DEPTH:
+                return -1
+            out[pos] = 123 if k == _OBJ else 91
+            pos += 1
+            base = used
+            c = cur + 1
+            for j in range(n):
+                q = base + j
+                if k == _OBJ:
+                    for x in range(tk[c, _NS], tk[c, _NE]):
+                        if buf[x] >= 0xF0:  # outside the BMP: UTF-16 order differs from code point order
+                            return -1
+                    while q > base and _name_order(buf, tk, c, order[q - 1]) < 0:
+                        order[q] = order[q - 1]
+                        q -= 1
+                order[q] = c
+                c = tk[c, _NX]
+            if k == _OBJ:
+                for j in range(base + 1, base + n):
+                    if _name_order(buf, tk, order[j - 1], order[j]) == 0:
+                        return -1
+            used += n
+            frames[depth, 0] = cur
+            frames[depth, 1] = base
+            frames[depth, 2] = 0
+            depth += 1
+            cur = order[base]
+            if k == _OBJ:
+                pos = _put_name(buf, tk, cur, out, pos)
+            continue
+        if container:
+            out[pos] = 123 if k == _OBJ else 91
+            out[pos + 1] = 125 if k == _OBJ else 93
+            pos += 2
+        else:
+            pos = _put_scalar(buf, tk, cur, out, pos)
+            if pos < 0:
+                return -1
+        while depth > 0:  # the value is written: on to its next sibling, or close its container
+            f = depth - 1
+            container = frames[f, 0]
+            frames[f, 2] += 1
+            if frames[f, 2] < tk[container, _NC]:
+                out[pos] = 44
+                pos += 1
+                cur = order[frames[f, 1] + frames[f, 2]]
+                if tk[container, _K] == _OBJ:
+                    pos = _put_name(buf, tk, cur, out, pos)
+                break
+            out[pos] = 125 if tk[container, _K] == _OBJ else 93
+            pos += 1
+            used = frames[f, 1]
+            depth -= 1
+        if depth == 0:
+            return pos
+
+
+@njit(cache=True, nogil=True)
+def _put_body(buf, tk, v, out, pos, order, frames, span):
+    """``|body=`` and the canonical JSON of token ``v``, whose span ``span`` records (its BLAKE2b digest
+    replaces it: :func:`_digests`), or -1."""
+    label = _BODY_W
+    pos = _put(out, pos, label, 0, len(label))
+    span[0] = pos
+    pos = _put_canonical(buf, tk, v, out, pos, order, frames)
+    span[1] = pos
+    return pos
+
+
+_BODY_W = np.frombuffer(b"|body=", np.uint8).copy()
+_STAMP_W = np.frombuffer(b"|timestamp=", np.uint8).copy()
+_FP_W = np.frombuffer(b"fp:", np.uint8).copy()
+
+
+@njit(cache=True, nogil=True)
+def _content(buf, tk, source, detail, tables, out, pos, order, frames, span):
+    """``ContentFingerprint``: ``fp:`` and the canonical JSON of ``[source, detail-type, detail]``, or -1."""
+    text, at, _, _, _, _, _, names = tables
+    detail_type = _find(buf, tk, 0, text, at, names[_N_DETAIL_TYPE])
+    if detail_type == _BAIL:
+        return -1
+    pos = _put(out, pos, _FP_W, 0, 3)
+    span[0] = pos
+    out[pos] = 91
+    pos = _put_canonical(buf, tk, source, out, pos + 1, order, frames)
+    if pos < 0:
+        return -1
+    out[pos] = 44
+    pos = _put_canonical(buf, tk, detail_type, out, pos + 1, order, frames)
+    if pos < 0:
+        return -1
+    out[pos] = 44
+    pos = _put_canonical(buf, tk, detail, out, pos + 1, order, frames)
+    if pos < 0:
+        return -1
+    out[pos] = 93
+    span[1] = pos + 1
+    return pos + 1
+
+
+@njit(cache=True, nogil=True)
+def _genesys(buf, tk, detail, tables, out, pos, order, frames, span):
+    """``GenesysKey``: head and fields or body fingerprint, _NOKEY, or _UNSURE."""
     text, at, genesys, _, _, _, _, names = tables
     topic = _find(buf, tk, detail, text, at, names[_N_TOPIC])
     body = _find(buf, tk, detail, text, at, names[_N_BODY])
+    if topic == _BAIL or body == _BAIL or (topic >= 0 and tk[topic, _K] == _ESC):
+        return _UNSURE
     if topic < 0 or tk[topic, _K] != _STR or tk[topic, _VE] == tk[topic, _VS]:
-        return -1
+        return _NOKEY
     if body < 0 or tk[body, _K] != _OBJ:
-        return -1
+        return _NOKEY
     a, b = tk[topic, _VS], tk[topic, _VE]
     family = -1
     for r in range(genesys.shape[0]):
@@ -694,17 +893,29 @@ def _genesys(buf, tk, detail, tables, out, pos):
         if found:
             family = genesys[r, 3]
             break
-    if family < 0:
-        return -1
     head = names[_N_GENESYS_HEAD]
     pos = _put(out, pos, text, at[head, 0], at[head, 1])
     pos = _put(out, pos, buf, a, b)
-    return _put_family(buf, tk, body, -1, family, tables, out, pos)
+    if family >= 0:  # else an uncatalogued topic, or a family without fields: a body fingerprint
+        end = _put_family(buf, tk, body, -1, family, tables, out, pos)
+        if end != _FINGERPRINT:
+            return end
+    pos = _put_body(buf, tk, body, out, pos, order, frames, span)
+    stamp = _find(buf, tk, detail, text, at, names[_N_TIMESTAMP])
+    if pos < 0 or stamp == _BAIL:
+        return _UNSURE
+    if _absent(tk, stamp):
+        return pos
+    ok, ms = _time_ms(buf, tk, stamp)
+    if not ok:
+        return _UNSURE
+    pos = _put(out, pos, _STAMP_W, 0, len(_STAMP_W))
+    return _put_int(out, pos, ms)
 
 
 @njit(cache=True, nogil=True)
-def _nice(buf, tk, root, detail, tables, out, pos):
-    """``NiceKey``: head and fields, or -1."""
+def _nice(buf, tk, root, detail, tables, out, pos, order, frames, span):
+    """``NiceKey``: head and fields or body fingerprint, _NOKEY, or _UNSURE."""
     text, at, _, nice_match, _, _, _, names = tables
     payload = _find(buf, tk, detail, text, at, names[_N_PAYLOAD])
     if payload == _BAIL:
@@ -721,7 +932,7 @@ def _nice(buf, tk, root, detail, tables, out, pos):
             family = nice_match[r, 0]
             break
     if family < 0:
-        return -1
+        return _NOKEY
     # The event type: the first truthy of detail.eventType, detail.Type, the body's Type, detail-type (a plain
     # string; any other truthy or falsy value, or none at all, is left to Python).
     event_type = -1
@@ -740,14 +951,18 @@ def _nice(buf, tk, root, detail, tables, out, pos):
     head = names[_N_NICE_HEAD]
     pos = _put(out, pos, text, at[head, 0], at[head, 1])
     pos = _put(out, pos, buf, tk[event_type, _VS], tk[event_type, _VE])
-    return _put_family(buf, tk, body, outer, family, tables, out, pos)
+    end = _put_family(buf, tk, body, outer, family, tables, out, pos)
+    if end != _FINGERPRINT:
+        return end
+    return _put_body(buf, tk, body, out, pos, order, frames, span)
 
 
 @njit(cache=True, nogil=True)
-def _build(data, offsets, valid, first, mode, need_time, tables, out, out_ends, status, time_ms, tk, stack):
+def _build(data, offsets, valid, first, mode, need_time, tables, out, out_ends, bodies, status, time_ms, tk,
+           stack, order, frames):
     """Keys rows ``first:`` into ``out`` (row i's key ends at ``out_ends[i]``), until ``out`` may not hold
     the next row: returns the row reached. ``status[i]`` is KEYED or UNCERTAIN; ``time_ms[i]`` the envelope
-    time."""
+    time; ``bodies[i]`` the span of the key that is canonical JSON to digest (-1 when none)."""
     text, at, _, _, _, _, _, names = tables
     room = at[-1, 1] + 64  # every label once, and digits
     pos = out_ends[first - 1] if first > 0 else 0
@@ -757,6 +972,8 @@ def _build(data, offsets, valid, first, mode, need_time, tables, out, out_ends, 
             return i
         status[i] = UNCERTAIN
         out_ends[i] = pos
+        span = bodies[i]
+        span[0] = -1
         if not valid[i] or _tokenize(data, s, e, tk, stack) < 0 \
                 or tk[0, _K] != _OBJ:
             continue
@@ -779,17 +996,21 @@ def _build(data, offsets, valid, first, mode, need_time, tables, out, out_ends, 
                 head = names[_N_ID_HEAD]
                 end = _put(out, pos, text, at[head, 0], at[head, 1])
                 end = _put(out, end, data, tk[v, _VS], tk[v, _VE])
-        elif tk[detail, _K] == _OBJ:
+        elif tk[detail, _K] == _OBJ and not (mode != _NICE and tk[source, _K] == _ESC):
             genesys = False
             nice = mode == _NICE
             if mode != _NICE and tk[source, _K] == _STR:
                 a, b = tk[source, _VS], tk[source, _VE]
                 genesys = _starts(data, a, b, text, at, names[_N_GENESYS_PREFIX])
                 nice = mode == _AUTO and _same(data, a, b, text, at, names[_N_NICE_SOURCE])
+            end = _NOKEY
             if genesys:
-                end = _genesys(data, tk, detail, tables, out, pos)
+                end = _genesys(data, tk, detail, tables, out, pos, order, frames, span)
             elif nice:
-                end = _nice(data, tk, 0, detail, tables, out, pos)
+                end = _nice(data, tk, 0, detail, tables, out, pos, order, frames, span)
+            if end == _NOKEY and mode == _AUTO:  # auto keys it by content
+                span[0] = -1
+                end = _content(data, tk, source, detail, tables, out, pos, order, frames, span)
         if end >= 0:
             status[i] = KEYED
             pos = end
@@ -825,32 +1046,48 @@ def build_keys(lines: Any, spec: str, need_time: bool
     status = np.zeros(n, np.int8)
     time_ms = np.full(n, np.iinfo(np.int64).min, np.int64)
     ends = np.zeros(n, np.int64)
+    bodies = np.full((n, 2), -1, np.int64)
     longest = int(np.diff(offsets).max()) if n else 0
     tokens = np.zeros((longest + 2, _TOKEN_FIELDS), np.int64)
+    order = np.zeros(longest + 2, np.int64)
     stack = np.zeros(_MAX_DEPTH, np.int64)
-    out = np.empty(max(1 << 16, int(offsets[-1] - offsets[0]) // 4 if n else 0), np.uint8)
+    frames = np.zeros((_MAX_DEPTH, 3), np.int64)
+    out = np.empty(max(1 << 16, int(offsets[-1] - offsets[0]) // 2 if n else 0), np.uint8)
     row = 0
     while row < n:
-        row = _build(data, offsets, valid, row, mode, need_time, tables().as_tuple(), out, ends, status,
-                     time_ms, tokens, stack)
+        row = _build(data, offsets, valid, row, mode, need_time, tables().as_tuple(), out, ends, bodies,
+                     status, time_ms, tokens, stack, order, frames)
         if row < n:
             grown = np.empty(len(out) * 2 + int(offsets[row + 1] - offsets[row]) * 2, np.uint8)
             grown[:len(out)] = out
             out = grown
-    hi, lo = _md5_halves(out, ends, status)
+    hi, lo = _digests(out, ends, bodies, status)
     return hi, lo, time_ms, status
 
 
-def _md5_halves(out: np.ndarray, ends: np.ndarray, status: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _digests(out: np.ndarray, ends: np.ndarray, bodies: np.ndarray, status: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The digest halves of the keyed rows' keys: MD5 of the bytes in ``out``, where a row's span in
+    ``bodies`` (canonical JSON) stands for the hex of its 16-byte BLAKE2b (``dedup.canonical.digest``)."""
     n = len(ends)
     starts = np.empty(n, np.int64)
     starts[:1] = 0
     starts[1:] = ends[:-1]
     keyed = np.flatnonzero(status == KEYED)
     view = memoryview(out)
-    md5 = hashlib.md5
-    digests = np.frombuffer(b"".join([md5(view[starts[i]:ends[i]]).digest()
-                                      for i in keyed.tolist()]), np.uint64).reshape(-1, 2)
+    md5, blake2b = hashlib.md5, hashlib.blake2b
+    found = []
+    spans = zip(starts[keyed].tolist(), ends[keyed].tolist(), bodies[keyed, 0].tolist(),
+                bodies[keyed, 1].tolist(), strict=True)
+    for start, end, body_start, body_end in spans:
+        if body_start < 0:
+            found.append(md5(view[start:end]).digest())
+            continue
+        key = md5(view[start:body_start])
+        key.update(blake2b(view[body_start:body_end], digest_size=16).hexdigest().encode())
+        key.update(view[body_end:end])
+        found.append(key.digest())
+    digests = np.frombuffer(b"".join(found), np.uint64).reshape(-1, 2)
     hi, lo = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
     # The digest as a little-endian 128-bit integer: low word first.
     hi[keyed] = (digests[:, 1] >> np.uint64(1)).astype(np.int64)
