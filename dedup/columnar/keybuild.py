@@ -34,6 +34,9 @@ never depends on this module. Like the SQL, the builder is used only while the
 from __future__ import annotations
 
 import hashlib
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -957,12 +960,78 @@ def _nice(buf, tk, root, detail, tables, out, pos, order, frames, span):
     return _put_body(buf, tk, body, out, pos, order, frames, span)
 
 
+_MD5_SHIFTS = np.array([7, 12, 17, 22] * 4 + [5, 9, 14, 20] * 4 + [4, 11, 16, 23] * 4 + [6, 10, 15, 21] * 4,
+                       np.int64)
+_MD5_SINES = np.array([int(abs(math.sin(i + 1)) * 2**32) & 0xFFFFFFFF for i in range(64)], np.int64)
+_U32 = 0xFFFFFFFF
+
+
 @njit(cache=True, nogil=True)
-def _build(data, offsets, valid, first, mode, need_time, tables, out, out_ends, bodies, status, time_ms, tk,
-           stack, order, frames):
+def _md5_block(block, at, state):
+    """One 64-byte block ``block[at:at + 64]`` into the MD5 ``state`` (four 32-bit words, RFC 1321)."""
+    a, b, c, d = state[0], state[1], state[2], state[3]
+    for i in range(64):
+        if i < 16:
+            f = (b & c) | (~b & _U32 & d)
+            g = i
+        elif i < 32:
+            f = (d & b) | (~d & _U32 & c)
+            g = (5 * i + 1) % 16
+        elif i < 48:
+            f = b ^ c ^ d
+            g = (3 * i + 5) % 16
+        else:
+            f = c ^ (b | (~d & _U32))
+            g = (7 * i) % 16
+        w = at + 4 * g
+        word = block[w] | (block[w + 1] << 8) | (block[w + 2] << 16) | (np.int64(block[w + 3]) << 24)
+        f = (f + a + _MD5_SINES[i] + word) & _U32
+        a, d, c = d, c, b
+        shift = _MD5_SHIFTS[i]
+        b = (b + (((f << shift) | (f >> (32 - shift))) & _U32)) & _U32
+    state[0] = (state[0] + a) & _U32
+    state[1] = (state[1] + b) & _U32
+    state[2] = (state[2] + c) & _U32
+    state[3] = (state[3] + d) & _U32
+
+
+@njit(cache=True, nogil=True)
+def _md5_halves(buf, a, b, state, tail):
+    """The digest halves of ``buf[a:b]`` as :func:`dedup.columnar.derive.python_keys` takes them from
+    ``hashlib.md5``: of the digest as a little-endian integer, bits 65 and up, and the low 63 bits."""
+    state[0], state[1], state[2], state[3] = 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476
+    n = b - a
+    p = a
+    while b - p >= 64:
+        _md5_block(buf, p, state)
+        p += 64
+    rest = b - p
+    for j in range(rest):
+        tail[j] = buf[p + j]
+    tail[rest] = 0x80
+    size = 64 if rest < 56 else 128
+    for j in range(rest + 1, size - 8):
+        tail[j] = 0
+    bits = n * 8
+    for j in range(8):
+        tail[size - 8 + j] = (bits >> (8 * j)) & 0xFF
+    _md5_block(tail, 0, state)
+    if size == 128:
+        _md5_block(tail, 64, state)
+    lo = state[0] | ((state[1] & 0x7FFFFFFF) << 32)
+    hi = (state[2] >> 1) | (state[3] << 31)
+    return hi, lo
+
+
+@njit(cache=True, nogil=True)
+def _build(data, offsets, valid, first, mode, need_time, tables, out, out_ends, bodies, status, time_ms,
+           hi, lo, tk, stack, order, frames):
     """Keys rows ``first:`` into ``out`` (row i's key ends at ``out_ends[i]``), until ``out`` may not hold
     the next row: returns the row reached. ``status[i]`` is KEYED or UNCERTAIN; ``time_ms[i]`` the envelope
-    time; ``bodies[i]`` the span of the key that is canonical JSON to digest (-1 when none)."""
+    time; ``hi[i]`` and ``lo[i]`` the digest halves of the key, unless ``bodies[i]`` holds the span of it
+    that is canonical JSON to digest first (:func:`_digests`)."""
+    state = np.zeros(4, np.int64)
+    tail = np.zeros(128, np.uint8)
     text, at, _, _, _, _, _, names = tables
     room = at[-1, 1] + 64  # every label once, and digits
     pos = out_ends[first - 1] if first > 0 else 0
@@ -1013,6 +1082,8 @@ def _build(data, offsets, valid, first, mode, need_time, tables, out, out_ends, 
                 end = _content(data, tk, source, detail, tables, out, pos, order, frames, span)
         if end >= 0:
             status[i] = KEYED
+            if span[0] < 0:
+                hi[i], lo[i] = _md5_halves(out, pos, end, state, tail)
             pos = end
             out_ends[i] = pos
     return len(offsets) - 1
@@ -1024,10 +1095,11 @@ def _build(data, offsets, valid, first, mode, need_time, tables, out, out_ends, 
 _MASK63 = (1 << 63) - 1
 
 
-def build_keys(lines: Any, spec: str, need_time: bool
+def build_keys(lines: Any, spec: str, need_time: bool, threads: int | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Digest halves (-1 where not keyed here), envelope time and KEYED / UNCERTAIN status of ``lines``
-    (a pyarrow string array, nulls allowed) under the strategy ``spec``.
+    (a pyarrow string array, nulls allowed) under the strategy ``spec``, on ``threads`` threads (default
+    all cores; the compiled loop holds no lock).
 
     The digest halves are those of :func:`dedup.columnar.derive.python_keys`: MD5 of the raw key as a
     little-endian integer, its bits above 65 and its low 63 bits.
@@ -1037,14 +1109,37 @@ def build_keys(lines: Any, spec: str, need_time: bool
     mode = _MODES[spec.strip()]
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
-    lines = lines.cast(pa.large_string())
+    if not (pa.types.is_string(lines.type) or pa.types.is_large_string(lines.type)):
+        lines = lines.cast(pa.large_string())
+    n = len(lines)
+    parts = max(1, min(threads or os.cpu_count() or 1, n // _ROWS_A_THREAD))
+    bounds = [n * k // parts for k in range(parts + 1)]
+    if parts == 1:
+        return _build_part(lines, mode, need_time)
+    with ThreadPoolExecutor(parts) as pool:
+        done = list(pool.map(lambda k: _build_part(lines.slice(bounds[k], bounds[k + 1] - bounds[k]), mode,
+                                                   need_time), range(parts)))
+    return tuple(np.concatenate(columns) for columns in zip(*done, strict=True))  # type: ignore[return-value]
+
+
+#: Rows below which a chunk is keyed on one thread.
+_ROWS_A_THREAD = 20_000
+
+
+def _build_part(lines: Any, mode: int, need_time: bool
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`build_keys` of a slice of lines (a string or large string array), on this thread."""
+    import pyarrow as pa
+
     n = len(lines)
     validity, offset_buf, data_buf = lines.buffers()
-    offsets = np.frombuffer(offset_buf, np.int64)[lines.offset:lines.offset + n + 1]
+    width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
+    offsets = np.frombuffer(offset_buf, width)[lines.offset:lines.offset + n + 1].astype(np.int64)
     data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     valid = np.ones(n, np.bool_) if validity is None else ~lines.is_null().to_numpy(zero_copy_only=False)
     status = np.zeros(n, np.int8)
     time_ms = np.full(n, np.iinfo(np.int64).min, np.int64)
+    hi, lo = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
     ends = np.zeros(n, np.int64)
     bodies = np.full((n, 2), -1, np.int64)
     longest = int(np.diff(offsets).max()) if n else 0
@@ -1056,40 +1151,32 @@ def build_keys(lines: Any, spec: str, need_time: bool
     row = 0
     while row < n:
         row = _build(data, offsets, valid, row, mode, need_time, tables().as_tuple(), out, ends, bodies,
-                     status, time_ms, tokens, stack, order, frames)
+                     status, time_ms, hi, lo, tokens, stack, order, frames)
         if row < n:
             grown = np.empty(len(out) * 2 + int(offsets[row + 1] - offsets[row]) * 2, np.uint8)
             grown[:len(out)] = out
             out = grown
-    hi, lo = _digests(out, ends, bodies, status)
+    _digests(out, ends, bodies, status, hi, lo)
     return hi, lo, time_ms, status
 
 
-def _digests(out: np.ndarray, ends: np.ndarray, bodies: np.ndarray, status: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """The digest halves of the keyed rows' keys: MD5 of the bytes in ``out``, where a row's span in
-    ``bodies`` (canonical JSON) stands for the hex of its 16-byte BLAKE2b (``dedup.canonical.digest``)."""
-    n = len(ends)
-    starts = np.empty(n, np.int64)
-    starts[:1] = 0
-    starts[1:] = ends[:-1]
-    keyed = np.flatnonzero(status == KEYED)
+def _digests(out: np.ndarray, ends: np.ndarray, bodies: np.ndarray, status: np.ndarray, hi: np.ndarray,
+             lo: np.ndarray) -> None:
+    """The digest halves of the keys whose span in ``bodies`` (canonical JSON) stands for the hex of its
+    16-byte BLAKE2b (``dedup.canonical.digest``), into ``hi`` and ``lo``."""
+    rows = np.flatnonzero((status == KEYED) & (bodies[:, 0] >= 0))
     view = memoryview(out)
     md5, blake2b = hashlib.md5, hashlib.blake2b
     found = []
-    spans = zip(starts[keyed].tolist(), ends[keyed].tolist(), bodies[keyed, 0].tolist(),
-                bodies[keyed, 1].tolist(), strict=True)
+    starts = np.where(rows > 0, ends[rows - 1], 0)
+    spans = zip(starts.tolist(), ends[rows].tolist(), bodies[rows, 0].tolist(), bodies[rows, 1].tolist(),
+                strict=True)
     for start, end, body_start, body_end in spans:
-        if body_start < 0:
-            found.append(md5(view[start:end]).digest())
-            continue
         key = md5(view[start:body_start])
         key.update(blake2b(view[body_start:body_end], digest_size=16).hexdigest().encode())
         key.update(view[body_end:end])
         found.append(key.digest())
     digests = np.frombuffer(b"".join(found), np.uint64).reshape(-1, 2)
-    hi, lo = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
     # The digest as a little-endian 128-bit integer: low word first.
-    hi[keyed] = (digests[:, 1] >> np.uint64(1)).astype(np.int64)
-    lo[keyed] = (digests[:, 0] & np.uint64(_MASK63)).astype(np.int64)
-    return hi, lo
+    hi[rows] = (digests[:, 1] >> np.uint64(1)).astype(np.int64)
+    lo[rows] = (digests[:, 0] & np.uint64(_MASK63)).astype(np.int64)

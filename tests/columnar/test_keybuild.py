@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -216,3 +217,26 @@ def test_a_float_is_written_as_its_own_text_only_where_canonical_json_writes_it_
 def test_common_floats_are_written_as_their_own_text():
     for text in ("0.91", "-2.5", "0.0001", "12345.678", "99999999999999.9"):
         assert keybuild._plain_float(np.frombuffer(text.encode(), np.uint8), 0, len(text)), text
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300))
+def test_the_compiled_md5_gives_the_digest_halves_of_hashlib(data):
+    value = int.from_bytes(hashlib.md5(data).digest(), "little")
+    buf = np.frombuffer(data, np.uint8) if data else np.zeros(0, np.uint8)
+    halves = keybuild._md5_halves(buf, 0, len(data), np.zeros(4, np.int64), np.zeros(128, np.uint8))
+    assert halves == (value >> 65, value & ((1 << 63) - 1))
+
+
+def test_a_chunk_keys_alike_on_several_threads_and_in_every_string_layout(monkeypatch):
+    monkeypatch.setattr(keybuild, "_ROWS_A_THREAD", 100)
+    lines = [json.dumps(e) for e in generate(TraceConfig(n_events=3000, source="mixed", seed=7),
+                                             cache=False).envelopes()]
+    lines += _UNCERTAIN_LINES + _FINGERPRINTS
+    array = pa.array(lines, pa.string())
+    one = keybuild.build_keys(array, "auto", True, threads=1)
+    for threads in (2, 3):
+        many = keybuild.build_keys(array, "auto", True, threads=threads)
+        assert all((a == b).all() for a, b in zip(one, many, strict=True))
+    for other in (array.cast(pa.large_string()), pa.chunked_array([array[:100], array[100:]])):
+        assert all((a == b).all() for a, b in zip(one, keybuild.build_keys(other, "auto", True), strict=True))
