@@ -95,23 +95,25 @@ def derive_keys(dump: Dump, strategy: KeyStrategy | str = "auto", *, con: Any = 
     truth = _read_truth(con, dump)
     fast = key_layers(strategy)
     need_time = truth is None
-    digest_hi, digest_lo, time_ms, python_rows = [], [], [], []
+    python_rows = []
     reasons: Counter[str] = Counter()
     total = _count(con, dump)
+    # Filled a chunk at a time; sized by the Parquet metadata (a JSONL dump's grow as they fill).
+    columns = {name: np.empty(total, np.int64) for name in ("hi", "lo", "t")[:3 if need_time else 2]}
     bar = progress_bar(total, progress, f"keys {strategy_spec(strategy)[:30]}")
     built = BUILD and keybuild.validated(strategy)
     chunks = _built_scan(con, dump, strategy, need_time) if built else _scan(con, dump, fast, need_time)
     with _PythonKeyer(strategy, workers, total if fast is None and not built else 0) as keyer:
         offset = 0
         for chunk in chunks:
-            hi, lo = chunk["hi"], chunk["lo"]
+            hi = chunk["hi"]
             if built and offset == 0:  # the builder's share of Python rows: a pool pays off beyond a few
                 keyer.expected_rows = len(chunk["python_rows"]) * total // max(len(hi), 1)
-            t = chunk["t"] if need_time else np.zeros(len(hi), np.int64)
             keyer.submit(offset + chunk["python_rows"], chunk["python_lines"], need_time)
-            digest_hi.append(hi)
-            digest_lo.append(lo)
-            time_ms.append(t)
+            for name, column in columns.items():
+                if offset + len(hi) > len(column):
+                    columns[name] = column = _grown(column, offset + len(hi))
+                column[offset:offset + len(hi)] = chunk[name]
             offset += len(hi)
             for rows, result in keyer.done():
                 python_rows.append((rows, result))
@@ -119,26 +121,33 @@ def derive_keys(dump: Dump, strategy: KeyStrategy | str = "auto", *, con: Any = 
         for rows, result in keyer.finish():
             python_rows.append((rows, result))
     bar.close()
-    hi, lo, t = (np.concatenate(a) if a else np.zeros(0, np.int64) for a in (digest_hi, digest_lo, time_ms))
+    hi, lo, t = (columns[name][:offset] if name in columns else None for name in ("hi", "lo", "t"))
     blank = np.zeros(len(hi), dtype=bool)
     for rows, (r_hi, r_lo, r_t, r_reason, r_blank) in python_rows:
         hi[rows], lo[rows] = r_hi, r_lo
-        if need_time:
+        if t is not None:
             t[rows] = np.where(r_t != _NO_TIME, r_t, t[rows])
         blank[rows] = r_blank
         reasons.update(r_reason)
-    keep = ~blank
-    hi, lo, t = hi[keep], lo[keep], t[keep]
+    if blank.any():
+        keep = ~blank
+        hi, lo, t = hi[keep], lo[keep], t[keep] if t is not None else None
     if truth is not None:
         if len(truth["arrival_ms"]) != len(hi):
             raise ValueError(f"{dump.path.name}: the ground truth has {len(truth['arrival_ms'])} rows "
                              f"for {len(hi)} messages")
         arrival = truth["arrival_ms"].astype(np.int64)
     else:
-        arrival = np.maximum.accumulate(t) if len(t) else t
+        arrival = np.maximum.accumulate(t) if len(t) else t.copy()
     return KeyColumns(strategy_spec(strategy), arrival, number_keys(hi, lo), dict(reasons),
                       truth["logical_id"] if truth else None, truth["kind"] if truth else None,
                       python_rows=sum(len(rows) for rows, _ in python_rows))
+
+
+def _grown(column: np.ndarray, rows: int) -> np.ndarray:
+    grown = np.empty(max(rows, 2 * len(column)), np.int64)
+    grown[:len(column)] = column
+    return grown
 
 
 def number_keys(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
