@@ -1,8 +1,9 @@
-"""Keys of every message of a dump, derived in one streamed pass: SQL where certain, Python elsewhere.
+"""Keys of every message of a dump, derived in one streamed pass: compiled or SQL where certain, else Python.
 
-The scan parses each line once in DuckDB (all cores) and builds the raw key
-with :mod:`dedup.columnar.keysql`; rows the SQL is not certain of, and every
-row of a strategy without a fast path, are keyed by the real strategy
+A compiled loop (:mod:`dedup.columnar.keybuild`) parses each line once and
+builds the raw key where it is certain; a strategy it does not cover is built
+in DuckDB's scan (all cores) with :mod:`dedup.columnar.keysql`. Rows neither
+is certain of, and every row of a strategy without a fast path, are keyed by the real strategy
 (:func:`dedup.keys.derive_key` semantics) in a process pool. Either way a key
 is identified by the MD5 of its raw key string, so both paths give the same
 identity to the same key; a message is never keyed by a guess.
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from dedup.columnar import kernels
+from dedup.columnar import kernels, keybuild
 from dedup.columnar.dump import TRUTH_FIELDS, Dump
 from dedup.columnar.engine import connect
 from dedup.columnar.keysql import PATHS, key_layers, time_sql, used_paths
@@ -38,6 +39,8 @@ from dedup.traces.trace import progress_bar
 
 #: Rows read back from the scan at a time (their lines for Python must fit DuckDB's memory limit).
 CHUNK_ROWS = 200_000
+#: Whether the strategies :mod:`dedup.columnar.keybuild` covers are keyed by it (else by the SQL).
+BUILD = True
 #: Below this many rows for Python, keying stays in this process (a pool costs more to start).
 POOL_MIN_ROWS = 50_000
 _PY_BATCH = 20_000
@@ -92,19 +95,25 @@ def derive_keys(dump: Dump, strategy: KeyStrategy | str = "auto", *, con: Any = 
     truth = _read_truth(con, dump)
     fast = key_layers(strategy)
     need_time = truth is None
-    digest_hi, digest_lo, time_ms, python_rows = [], [], [], []
+    python_rows = []
     reasons: Counter[str] = Counter()
     total = _count(con, dump)
+    # Filled a chunk at a time; sized by the Parquet metadata (a JSONL dump's grow as they fill).
+    columns = {name: np.empty(total, np.int64) for name in ("hi", "lo", "t")[:3 if need_time else 2]}
     bar = progress_bar(total, progress, f"keys {strategy_spec(strategy)[:30]}")
-    with _PythonKeyer(strategy, workers, total if fast is None else 0) as keyer:
+    built = BUILD and keybuild.validated(strategy)
+    chunks = _built_scan(con, dump, strategy, need_time) if built else _scan(con, dump, fast, need_time)
+    with _PythonKeyer(strategy, workers, total if fast is None and not built else 0) as keyer:
         offset = 0
-        for chunk in _scan(con, dump, fast, need_time):
-            hi, lo = chunk["hi"], chunk["lo"]
-            t = chunk["t"] if need_time else np.zeros(len(hi), np.int64)
+        for chunk in chunks:
+            hi = chunk["hi"]
+            if built and offset == 0:  # the builder's share of Python rows: a pool pays off beyond a few
+                keyer.expected_rows = len(chunk["python_rows"]) * total // max(len(hi), 1)
             keyer.submit(offset + chunk["python_rows"], chunk["python_lines"], need_time)
-            digest_hi.append(hi)
-            digest_lo.append(lo)
-            time_ms.append(t)
+            for name, column in columns.items():
+                if offset + len(hi) > len(column):
+                    columns[name] = column = _grown(column, offset + len(hi))
+                column[offset:offset + len(hi)] = chunk[name]
             offset += len(hi)
             for rows, result in keyer.done():
                 python_rows.append((rows, result))
@@ -112,26 +121,33 @@ def derive_keys(dump: Dump, strategy: KeyStrategy | str = "auto", *, con: Any = 
         for rows, result in keyer.finish():
             python_rows.append((rows, result))
     bar.close()
-    hi, lo, t = (np.concatenate(a) if a else np.zeros(0, np.int64) for a in (digest_hi, digest_lo, time_ms))
+    hi, lo, t = (columns[name][:offset] if name in columns else None for name in ("hi", "lo", "t"))
     blank = np.zeros(len(hi), dtype=bool)
     for rows, (r_hi, r_lo, r_t, r_reason, r_blank) in python_rows:
         hi[rows], lo[rows] = r_hi, r_lo
-        if need_time:
+        if t is not None:
             t[rows] = np.where(r_t != _NO_TIME, r_t, t[rows])
         blank[rows] = r_blank
         reasons.update(r_reason)
-    keep = ~blank
-    hi, lo, t = hi[keep], lo[keep], t[keep]
+    if blank.any():
+        keep = ~blank
+        hi, lo, t = hi[keep], lo[keep], t[keep] if t is not None else None
     if truth is not None:
         if len(truth["arrival_ms"]) != len(hi):
             raise ValueError(f"{dump.path.name}: the ground truth has {len(truth['arrival_ms'])} rows "
                              f"for {len(hi)} messages")
         arrival = truth["arrival_ms"].astype(np.int64)
     else:
-        arrival = np.maximum.accumulate(t) if len(t) else t
+        arrival = np.maximum.accumulate(t) if len(t) else t.copy()
     return KeyColumns(strategy_spec(strategy), arrival, number_keys(hi, lo), dict(reasons),
                       truth["logical_id"] if truth else None, truth["kind"] if truth else None,
                       python_rows=sum(len(rows) for rows, _ in python_rows))
+
+
+def _grown(column: np.ndarray, rows: int) -> np.ndarray:
+    grown = np.empty(max(rows, 2 * len(column)), np.int64)
+    grown[:len(column)] = column
+    return grown
 
 
 def number_keys(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
@@ -195,6 +211,18 @@ def _scan(con: Any, dump: Dump, fast: list[str] | None, need_time: bool) -> Iter
                    "t": np.asarray(chunk["t"], np.int64),
                    "python_rows": np.asarray(python["file_row_number"], np.int64) - lo,
                    "python_lines": list(python["line"])}
+
+
+def _built_scan(con: Any, dump: Dump, spec: str, need_time: bool) -> Iterator[dict[str, Any]]:
+    """The chunks of :func:`_scan`, keyed by :mod:`dedup.columnar.keybuild` from the dump's lines as Arrow
+    buffers; the rows it is not certain of carry their line for Python."""
+    reader = con.cursor().sql(f"SELECT line FROM {dump.lines_sql()}").to_arrow_reader(CHUNK_ROWS)
+    for batch in reader:
+        lines = batch.column(0)
+        hi, lo, t, status = keybuild.build_keys(lines, spec, need_time)
+        rows = np.flatnonzero(status != keybuild.KEYED)
+        python_lines = [line or "" for line in lines.take(rows).to_pylist()]
+        yield {"hi": hi, "lo": lo, "t": t, "python_rows": rows, "python_lines": python_lines}
 
 
 def _spill_dir(con: Any) -> str:

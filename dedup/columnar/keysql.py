@@ -356,8 +356,13 @@ FAST_SPECS = {
 
 def source_sha256(path: str) -> str:
     """SHA-256 of the ``dedup.keys`` code a fast path reproduces ('' when a name is gone)."""
+    return names_sha256(SOURCES[path])
+
+
+def names_sha256(names: tuple[str, ...]) -> str:
+    """SHA-256 of the source of ``names`` (as in :data:`SOURCES`; '' when a name is gone)."""
     parts = []
-    for name in SOURCES[path]:
+    for name in names:
         head, _, rest = name.partition(".")
         # "epoch_ms" is dedup.keys.epoch_ms; "canonical.epoch_ms" is dedup.canonical.epoch_ms.
         value: object = importlib.import_module(f"dedup.{head}") if rest else keys
