@@ -209,10 +209,15 @@ def _row_groups(config: TraceConfig) -> Iterator[pd.DataFrame]:
         following = ahead.submit(next, epochs, None)
         while (epoch := following.result()) is not None:
             following = ahead.submit(next, epochs, None)
-            if rest is not None:
-                epoch = pd.concat([rest, epoch], ignore_index=True)
-            whole = len(epoch) // CHUNK_ROWS * CHUNK_ROWS
-            for lo in range(0, whole, CHUNK_ROWS):
+            start = 0
+            if rest is not None:  # joined to the head of this epoch only: copying all of it costs page faults
+                start = min(CHUNK_ROWS - len(rest), len(epoch))
+                rest = pd.concat([rest, epoch.iloc[:start]], ignore_index=True)
+                if len(rest) < CHUNK_ROWS:
+                    continue
+                yield rest
+            whole = start + (len(epoch) - start) // CHUNK_ROWS * CHUNK_ROWS
+            for lo in range(start, whole, CHUNK_ROWS):
                 yield epoch.iloc[lo:lo + CHUNK_ROWS]
             rest = epoch.iloc[whole:] if whole < len(epoch) else None
     if rest is not None:
