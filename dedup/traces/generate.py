@@ -510,6 +510,23 @@ class _Rows:
         return len(self.arrival_ms)
 
 
+def _argsort_dense(values: np.ndarray) -> np.ndarray:
+    """``np.argsort(values)`` of integers, by scattering their positions over the range they span when they
+    are distinct and that range is at most a few times their number (an epoch's originals' logical events):
+    linear, and a tenth of a sort's time. Otherwise (ties, a sparse range) ``np.argsort`` itself."""
+    if len(values) == 0:
+        return np.argsort(values)
+    lo = int(values.min())
+    span = int(values.max()) - lo + 1
+    if span <= 4 * len(values):
+        slot = np.full(span, -1, dtype=np.int64)
+        slot[values - lo] = np.arange(len(values))
+        order = slot[slot >= 0]
+        if len(order) == len(values):  # no two values alike
+            return order
+    return np.argsort(values)
+
+
 def _number(chunk: _Rows, pending: _Rows, next_id: int) -> int:
     """Give ``chunk``'s originals the logical ids from ``next_id`` on, in arrival order, and their copies
     (in ``chunk`` or ``pending``) the same; return the next free id.
@@ -520,7 +537,7 @@ def _number(chunk: _Rows, pending: _Rows, next_id: int) -> int:
     originals = np.flatnonzero(chunk.kind == _ORIGINAL)
     chunk.logical_id[originals] = next_id + np.arange(len(originals))
     if len(originals):
-        order = np.argsort(chunk.logical[originals])
+        order = _argsort_dense(chunk.logical[originals])
         drawn, ids = chunk.logical[originals][order], chunk.logical_id[originals][order]
         for rows in (chunk, pending):
             unknown = np.flatnonzero(rows.logical_id < 0)

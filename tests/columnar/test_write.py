@@ -69,10 +69,11 @@ def test_a_parquet_dump_has_the_columns_and_types_the_readers_expect(tmp_path, s
     assert first.column(0).statistics is None  # the envelope text's would prune nothing
 
 
+@pytest.mark.parametrize("epoch_rows", [700, 2300])  # epochs shorter than a row group, and longer
 def test_a_trace_of_many_epochs_is_written_in_full_row_groups_as_generated(tmp_path, small_groups,
-                                                                          monkeypatch):
+                                                                          monkeypatch, epoch_rows):
     """Row groups straddle the generator's epochs: all full but the last, rows in the trace's order."""
-    monkeypatch.setattr(importlib.import_module("dedup.traces.generate"), "EPOCH_ROWS", 700)
+    monkeypatch.setattr(importlib.import_module("dedup.traces.generate"), "EPOCH_ROWS", epoch_rows)
     trace = generate(CONFIG, cache=False)
     dump = write_trace(CONFIG, tmp_path / "t.parquet", workers=2)
     lines, truth = read(dump)

@@ -7,6 +7,8 @@ import importlib
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dedup.traces import TraceConfig, generate
 from dedup.traces.catalogue import EVENT_NAMES, Event
@@ -134,3 +136,14 @@ def test_what_is_held_at_once_is_bounded_by_the_epoch_not_the_trace(monkeypatch)
     assert sum(len(c) for c in generate_chunks(CONFIG.replace(n_events=n))) == n
     assert {what for what, _ in held} == {"events", "chunk", "pending"}
     assert max(size for _, size in held) <= 2 * EPOCH
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-50, 50), max_size=40), st.booleans())
+def test_the_dense_argsort_orders_integers_as_argsort(values, distinct):
+    """Scattered positions give argsort's order of distinct values; ties and sparse ranges take argsort."""
+    values = np.array(sorted(set(values), key=values.index) if distinct else values, dtype=np.int64)
+    order = generate_module._argsort_dense(values)
+    assert np.array_equal(values[order], np.sort(values))
+    if len(set(values.tolist())) == len(values):  # the order of distinct values is the one sorted order
+        assert np.array_equal(order, np.argsort(values))
