@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -79,8 +80,19 @@ FRAME_COLUMNS = (
 )  # fmt: skip
 
 
+class _Columns:
+    """Equal-length numpy columns of a dataclass: joined and selected row-wise, field by field."""
+
+    @classmethod
+    def concat(cls, parts: list[Self]) -> Self:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+
+    def take(self, which: np.ndarray) -> Self:
+        return type(self)(*(getattr(self, f)[which] for f in self.__dataclass_fields__))
+
+
 @dataclass
-class _Events:
+class _Events(_Columns):
     """Logical events as columns (one row per distinct event)."""
 
     event: np.ndarray
@@ -91,16 +103,9 @@ class _Events:
     time_ms: np.ndarray
 
     @classmethod
-    def concat(cls, parts: list[_Events]) -> _Events:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
-
-    @classmethod
     def empty(cls) -> _Events:
         return cls(np.empty(0, np.int8), *(np.empty(0, np.int64) for _ in range(3)), np.empty(0, np.int8),
                    np.empty(0, np.int64))
-
-    def take(self, which: np.ndarray) -> _Events:
-        return _Events(*(getattr(self, f)[which] for f in self.__dataclass_fields__))
 
     def __len__(self) -> int:
         return len(self.event)
@@ -470,7 +475,7 @@ def _distinct_times(events: _Events, time_ms: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Rows:
+class _Rows(_Columns):
     """Delivered messages as columns: arrival, ground truth and their logical event's fields.
 
     ``logical`` numbers logical events in the order they were drawn (across
@@ -494,17 +499,10 @@ class _Rows:
     event_time_ms: np.ndarray
 
     @classmethod
-    def concat(cls, parts: list[_Rows]) -> _Rows:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
-
-    @classmethod
     def empty(cls) -> _Rows:
         dtypes = (np.int64, np.int64, np.int32, np.int8, np.int64, np.int8, np.int64, np.int8, np.int8,
                   np.int32, np.int32, np.int32, np.int64)
         return cls(*(np.empty(0, dtype) for dtype in dtypes))
-
-    def take(self, which: np.ndarray) -> _Rows:
-        return _Rows(*(getattr(self, f)[which] for f in self.__dataclass_fields__))
 
     def __len__(self) -> int:
         return len(self.arrival_ms)
