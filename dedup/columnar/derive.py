@@ -31,6 +31,7 @@ import numpy as np
 from dedup.columnar import kernels, keybuild
 from dedup.columnar.dump import TRUTH_FIELDS, Dump
 from dedup.columnar.engine import connect
+from dedup.columnar.keybuild import MASK63, NO_TIME
 from dedup.columnar.keysql import PATHS, key_layers, time_sql, used_paths
 from dedup.errors import BadMessageError
 from dedup.keys import KeyStrategy, NoKey, epoch_ms, key_strategy
@@ -44,8 +45,6 @@ BUILD = True
 #: Below this many rows for Python, keying stays in this process (a pool costs more to start).
 POOL_MIN_ROWS = 50_000
 _PY_BATCH = 20_000
-_MASK63 = (1 << 63) - 1
-_NO_TIME = np.iinfo(np.int64).min
 
 
 @dataclass
@@ -126,7 +125,7 @@ def derive_keys(dump: Dump, strategy: KeyStrategy | str = "auto", *, con: Any = 
     for rows, (r_hi, r_lo, r_t, r_reason, r_blank) in python_rows:
         hi[rows], lo[rows] = r_hi, r_lo
         if t is not None:
-            t[rows] = np.where(r_t != _NO_TIME, r_t, t[rows])
+            t[rows] = np.where(r_t != NO_TIME, r_t, t[rows])
         blank[rows] = r_blank
         reasons.update(r_reason)
     if blank.any():
@@ -193,8 +192,8 @@ def _scan(con: Any, dump: Dump, fast: list[str] | None, need_time: bool) -> Iter
     sql = f"""
         WITH keyed AS (SELECT line, k, ({t})::BIGINT AS t FROM {relation})
         SELECT coalesce((md5_number(k) >> 65)::BIGINT, -1) AS hi,
-               coalesce((md5_number(k) & {_MASK63}::UHUGEINT)::BIGINT, -1) AS lo,
-               coalesce(t, {_NO_TIME}) AS t,
+               coalesce((md5_number(k) & {MASK63}::UHUGEINT)::BIGINT, -1) AS lo,
+               coalesce(t, {NO_TIME}) AS t,
                CASE WHEN k IS NULL {"OR t IS NULL" if need_time else ""} THEN coalesce(line, '') END AS line
         FROM keyed"""
     with tempfile.TemporaryDirectory(dir=_spill_dir(con)) as tmp:
@@ -308,7 +307,7 @@ def python_keys(strategy: KeyStrategy | str, lines: list[str], rows: np.ndarray,
     if isinstance(strategy, str):
         strategy = _STRATEGIES.setdefault(strategy, key_strategy(strategy))
     n = len(lines)
-    hi, lo, t = np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.full(n, _NO_TIME, np.int64)
+    hi, lo, t = np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.full(n, NO_TIME, np.int64)
     blank = np.zeros(n, dtype=bool)
     reasons: Counter[str] = Counter()
     for j, line in enumerate(lines):
@@ -331,7 +330,7 @@ def python_keys(strategy: KeyStrategy | str, lines: list[str], rows: np.ndarray,
             reasons["event nests too deeply to key"] += 1
             continue
         value = int.from_bytes(hashlib.md5(raw.encode("utf-8", "surrogatepass")).digest(), "little")
-        hi[j], lo[j] = value >> 65, value & _MASK63
+        hi[j], lo[j] = value >> 65, value & MASK63
     return hi, lo, t, reasons, blank
 
 

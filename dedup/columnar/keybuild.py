@@ -1092,7 +1092,10 @@ def _build(data, offsets, valid, first, mode, need_time, tables, out, out_ends, 
 # ---- the chunk interface -----------------------------------------------------------------------------
 
 
-_MASK63 = (1 << 63) - 1
+#: The low digest half's mask, and a row's time when it has none: the conventions of
+#: :func:`dedup.columnar.derive.python_keys`, which this module's output is merged with.
+MASK63 = (1 << 63) - 1
+NO_TIME = np.iinfo(np.int64).min
 
 
 def build_keys(lines: Any, spec: str, need_time: bool, threads: int | None = None
@@ -1138,7 +1141,7 @@ def _build_part(lines: Any, mode: int, need_time: bool
     data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     valid = np.ones(n, np.bool_) if validity is None else ~lines.is_null().to_numpy(zero_copy_only=False)
     status = np.zeros(n, np.int8)
-    time_ms = np.full(n, np.iinfo(np.int64).min, np.int64)
+    time_ms = np.full(n, NO_TIME, np.int64)
     hi, lo = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
     ends = np.zeros(n, np.int64)
     bodies = np.full((n, 2), -1, np.int64)
@@ -1179,4 +1182,4 @@ def _digests(out: np.ndarray, ends: np.ndarray, bodies: np.ndarray, status: np.n
     digests = np.frombuffer(b"".join(found), np.uint64).reshape(-1, 2)
     # The digest as a little-endian 128-bit integer: low word first.
     hi[rows] = (digests[:, 1] >> np.uint64(1)).astype(np.int64)
-    lo[rows] = (digests[:, 0] & np.uint64(_MASK63)).astype(np.int64)
+    lo[rows] = (digests[:, 0] & np.uint64(MASK63)).astype(np.int64)
