@@ -50,14 +50,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from dedup.canonical import digests
 from dedup.clock import SYSTEM_CLOCK, Clock
 from dedup.defaults import DEFAULT_PREFIX
 from dedup.errors import ConfigurationError, StoreUnavailableError
-from dedup.keys import digest
 
 STORAGE_KEY_DIGEST_BYTES = 16
 _MAX_PREFIX_CHARS = 64
+# A token's index within its batch, as text, for batches up to an SQS receive's worth and more.
+_INDEXES = [str(i) for i in range(64)]
 _BASE64_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+# A digest padded to whole base64 groups: 16 + 2 bytes, 24 characters, the first 22 its own.
+_PAD = b"\0\0"
+_BLOCK_CHARS = (STORAGE_KEY_DIGEST_BYTES + len(_PAD)) * 4 // 3
+_KEY_CHARS = math.ceil(STORAGE_KEY_DIGEST_BYTES * 4 / 3)
 
 
 class ClaimStatus(enum.Enum):
@@ -119,16 +125,23 @@ class WindowStore(ABC):
         return self._storage_keys((key,))[0]
 
     def _storage_keys(self, keys: Sequence[str]) -> list[str]:
-        """``storage_key`` of each key, in one loop (hashing is a visible part of a claim's cost)."""
-        prefix, b2a_base64, urlsafe = self.prefix, binascii.b2a_base64, _BASE64_TO_URLSAFE
-        out = []
-        for key in keys:
-            if not isinstance(key, str) or not key:
-                raise ValueError(f"a dedup key must be a non-empty string, got {key!r:.80}")
-            # base64url without padding; binascii directly is a third faster than base64's wrappers.
-            encoded = b2a_base64(digest(key, STORAGE_KEY_DIGEST_BYTES), newline=False)
-            out.append(prefix + encoded.rstrip(b"=").translate(urlsafe).decode("ascii"))
-        return out
+        """``storage_key`` of each key, in one pass (hashing is a visible part of a claim's cost).
+
+        A storage key is the prefix and the unpadded base64url of the key's
+        digest. The digests are encoded together, each followed by two zero
+        bytes so that it fills whole base64 groups (18 bytes, 24 characters)
+        whose first 22 characters are its own encoding: one encode for the batch.
+        """
+        try:
+            hashed = digests(keys, STORAGE_KEY_DIGEST_BYTES)
+        except AttributeError:  # not a string: no .encode
+            hashed = []
+        if len(hashed) != len(keys) or "" in keys:
+            bad = next(k for k in keys if not isinstance(k, str) or not k)
+            raise ValueError(f"a dedup key must be a non-empty string, got {bad!r:.80}")
+        text = binascii.b2a_base64(_PAD.join(hashed) + _PAD, newline=False).translate(_BASE64_TO_URLSAFE)
+        encoded, prefix, size = text.decode("ascii"), self.prefix, _KEY_CHARS
+        return [prefix + encoded[i:i + size] for i in range(0, len(hashed) * _BLOCK_CHARS, _BLOCK_CHARS)]
 
     def claim(
         self,
@@ -271,7 +284,8 @@ class WindowStore(ABC):
     def _new_tokens(self, count: int) -> list[str]:
         """``count`` fencing tokens, unique per store: one sequence number per batch."""
         stem = f"{self._token_nonce}{next(self._token_seq):x}."
-        return [f"{stem}{i}" for i in range(count)]
+        indexes = _INDEXES[:count] if count <= len(_INDEXES) else map(str, range(count))
+        return [stem + i for i in indexes]
 
     def _per_claim(self, claims: Sequence[Claim], run) -> list[bool]:
         claimed = ClaimStatus.CLAIMED
