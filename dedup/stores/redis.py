@@ -32,9 +32,11 @@ after a timeout); a client passed in keeps its own retry settings.
 
 On a batch of ten, the client's work around a script call, not the round trip,
 was most of a phase's cost on a loopback server, so each script answers with one
-string, and on one server the request is packed by the store in one join and
-sent on a connection of the client's pool (see ``RedisStore._request``): redis-py's
-``execute_command`` cost more than the store's own work. A script's arguments
+string, and on one server the request is packed by the store as one string and
+sent on a connection of the client's pool that the store keeps between requests
+(see ``RedisStore._request``): redis-py's ``execute_command``, and the pool's
+checks when a connection is taken and given back, cost more than the store's own
+work. A script's arguments
 (now, durations, tokens, fingerprints) are one argument each, which Redis hands
 to the script already split. Inside the scripts, numbers are formatted once per
 call (Lua formats a number through printf; Redis converts a number argument of
@@ -46,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -63,6 +66,18 @@ from dedup.errors import ConfigurationError
 from dedup.stores.base import DEFAULT_PREFIX, ClaimOutcome, ClaimStatus, WindowStore
 
 log = logging.getLogger("dedup")
+
+# This process's id, kept current in a forked child: a connection a store kept is used only by
+# the process that opened it (redis-py records that process in ``Connection.pid``).
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 # Shared by the scripts: parse a record into kind ('I' or 'D'), deadline, token, fingerprint;
 # encode a completed one (``at``: its deadline as decimal text); the fingerprint of a live lease
@@ -208,6 +223,11 @@ _BLANK_OUTCOMES = {letter: ClaimOutcome(status) for letter, status in _STATUS.it
 
 # The RESP length header of each argument shorter than 256 bytes (keys, tokens, numbers).
 _BULK_HEADS = [b"$%d" % n for n in range(256)]
+_STR_HEADS = [f"${n}" for n in range(256)]
+_ASCII = "".join(map(chr, range(128)))
+# The smallest max_connections of a pool the store keeps a connection of between requests:
+# holding one of a pool of, say, one would starve the client's other callers.
+MIN_POOL_TO_KEEP_CONNECTION = 8
 # URL schemes of a Redis Cluster, mapped to the scheme redis-py parses.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 # Retries of a client the store builds from a URL (see _client_from_url).
@@ -255,6 +275,13 @@ class RedisStore(WindowStore):
     ``"client"`` on ``clock``. The default is ``"server"`` unless a ``clock`` is
     given (tests and replays drive simulated time). On a cluster each key is
     decided on its node's clock: keep the nodes NTP-synced.
+
+    On one server, the store keeps a connection of the client's pool between
+    requests when the pool is a plain ``redis.ConnectionPool`` of at least
+    ``MIN_POOL_TO_KEEP_CONNECTION`` connections (redis-py's default is 100), and
+    gives it back on :meth:`close`; with a blocking, Sentinel or smaller pool it
+    takes and gives back a connection per request. Threads sharing a store each
+    take their own, and a forked child opens its own.
 
     ``replicas_acked`` (with ``replica_timeout_ms``): every complete is followed,
     in the same round trip, by ``WAIT replicas_acked replica_timeout_ms``, so a
@@ -313,6 +340,11 @@ class RedisStore(WindowStore):
         encoder = client.get_encoder()
         self._encoding = (encoder.encoding, encoder.encoding_errors)
         self._pool = None if self.cluster else _direct_pool(client)
+        # A plain pool (not blocking, not Sentinel's) with room to spare: the store may keep one.
+        self._keeps_connection = (type(self._pool) is redis.ConnectionPool
+                                  and self._pool.max_connections >= MIN_POOL_TO_KEEP_CONNECTION)
+        self._kept: list[Any] = []  # at most one connection, idle between requests
+        self._ascii_encoding = _ASCII.encode(*self._encoding) == _ASCII.encode("ascii")
         self._claim_script = client.register_script(CLAIM_LUA)
         self._complete_script = client.register_script(COMPLETE_LUA)
         self._extend_script = client.register_script(EXTEND_LUA)
@@ -339,6 +371,8 @@ class RedisStore(WindowStore):
         return f"redis at {where}"
 
     def close(self) -> None:
+        while self._kept:
+            self._pool.release(self._kept.pop())
         if self._owns_client:
             self.client.close()
 
@@ -450,48 +484,88 @@ class RedisStore(WindowStore):
         NOSCRIPT, and the call is sent again as EVAL, which runs and caches it
         (safe: NOSCRIPT means it did not run).
         """
-        encoding, errors = self._encoding
-        items = [item.encode(encoding, errors) for item in (*keys, *args)]
+        items = [str(len(keys)), *keys, *args]
         try:
-            reply = self._request(b"EVALSHA", script.sha, items, len(keys))
+            reply = self._request("EVALSHA", script.sha, items)
         except redis.exceptions.NoScriptError:
-            reply = self._request(b"EVAL", script.script, items, len(keys))
+            reply = self._request("EVAL", script.script, items)
         return _text(reply)
 
-    def _request(self, command: bytes, body: str | bytes, items: list[bytes], numkeys: int) -> Any:
-        """``command body numkeys *items`` on the single server: its reply, or the error it raises.
+    def _request(self, command: str, body: str, items: list[str]) -> Any:
+        """``command body *items`` on the single server: its reply, or the error it raises.
 
         redis-py's ``execute_command`` around the same request cost more client
         CPU than the store's own work (its per-argument packing, observability
         hooks and wrappers), so on a pooled ``redis.Redis`` the request is packed
-        here in one join and sent the way ``execute_command`` sends it: on a
-        connection from the client's pool, through the connection's ``retry``
-        (connection errors and timeouts disconnect and re-send as often as the
-        client is configured to; error replies raise at once), released to the
-        pool afterwards. A connection dropped mid-request is disconnected by
-        redis-py before the error propagates, so no reply is ever left unread on
-        a pooled connection. A client holding one connection of its own
+        here (:meth:`_pack`) and sent on a connection of the client's pool,
+        through the connection's ``retry`` (connection errors and timeouts
+        disconnect and re-send as often as the client is configured to; error
+        replies raise at once). A client holding one connection of its own
         (``single_connection_client``) goes through ``execute_command``.
+
+        The connection of a request that succeeded is kept for the next one
+        when the pool allows it (see ``_keeps_connection``): taking one from
+        the pool and giving it back cost five system calls (the pool checks the
+        socket for stray data) and the pool's bookkeeping, per request. A kept
+        connection is not used in a forked child or once redis-py has marked it
+        for reconnection; a request that failed without a whole error reply (a
+        lost connection, a timeout, an interrupt) gives its connection back to
+        the pool, which disconnects or drops it as it would any other.
         """
         pool = self._pool
         if pool is None:
-            return self.client.execute_command(command, body, numkeys, *items)
-        body = body.encode() if isinstance(body, str) else body
-        request = _pack((command, body, b"%d" % numkeys, *items))
-        conn = pool.get_connection()
+            return self.client.execute_command(command, body, *items)
+        request = self._pack(command, body, items)
+        kept = self._kept
         try:
-            return conn.retry.call_with_retry(lambda: _exchange(conn, request),
-                                              lambda _error: conn.disconnect())
+            conn = kept.pop()
+        except IndexError:
+            conn = pool.get_connection()
+        else:
+            if conn.pid != _pid or getattr(conn, "should_reconnect", _never)():
+                pool.release(conn)
+                conn = pool.get_connection()
+        in_step = False
+        try:
+            reply = conn.retry.call_with_retry(lambda: _exchange(conn, request),
+                                               lambda _error: conn.disconnect())
+            in_step = True
+        except redis.exceptions.ResponseError:
+            in_step = True  # a whole error reply was read: the connection is in step
+            raise
         finally:
-            pool.release(conn)
+            if in_step and self._keeps_connection and not kept:
+                kept.append(conn)
+            else:
+                pool.release(conn)
+        return reply
+
+    def _pack(self, command: str, body: str, items: list[str]) -> bytes:
+        """The RESP request of ``command body *items``.
+
+        Keys, tokens, numbers and hex fingerprints are ASCII, so the request is
+        built as one string (each argument's length in characters is then its
+        length in bytes) and encoded once; anything else, or a client encoding
+        that does not keep ASCII as it is, is encoded argument by argument.
+        """
+        heads = _STR_HEADS
+        parts: list[str] = [""] * (2 * len(items))
+        parts[::2] = [heads[n] if n < len(heads) else f"${n}" for n in map(len, items)]
+        parts[1::2] = items
+        text = (f"*{len(items) + 2}\r\n${len(command)}\r\n{command}\r\n${len(body)}\r\n{body}\r\n"
+                + "\r\n".join(parts) + "\r\n")
+        if self._ascii_encoding and text.isascii():
+            return text.encode("ascii")
+        encoding, errors = self._encoding
+        return _pack_bytes([arg.encode(encoding, errors) for arg in (command, body, *items)])
 
 
-def _pack(items: Sequence[bytes]) -> bytes:
-    """The RESP request of a command whose every argument is already bytes.
+def _never() -> bool:
+    return False
 
-    One join over the arguments interleaved with their length headers (short
-    ones from a table): half what formatting each argument costs.
-    """
+
+def _pack_bytes(items: Sequence[bytes]) -> bytes:
+    """The RESP request of a command whose every argument is already bytes."""
     heads = _BULK_HEADS
     parts: list[bytes] = [b""] * (2 * len(items))
     parts[::2] = [heads[n] if n < len(heads) else b"$%d" % n for n in map(len, items)]
