@@ -112,16 +112,20 @@ def rate(fn: Callable[[], int], *, min_time_s: float = 0.3) -> float:
     return count / seconds
 
 
-def interleaved(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+def interleaved(contenders: dict[str, Callable[[], float]], rounds: int,
+                before_round: Callable[[], object] | None = None) -> dict[str, float]:
     """Median of each contender's figure over ``rounds`` rounds, contenders alternated within a round.
 
     Each round runs every contender once, starting one further along than the round
     before, so a machine whose load drifts (or a contender that warms the next)
-    hurts every contender alike.
+    hurts every contender alike. ``before_round`` runs, untimed, before each round
+    (the Redis benchmark re-calibrates its delaying proxy there).
     """
     names = list(contenders)
     figures: dict[str, list[float]] = {name: [] for name in names}
     for i in range(rounds):
+        if before_round is not None:
+            before_round()
         for name in names[i % len(names):] + names[:i % len(names)]:
             figures[name].append(contenders[name]())
     return {name: statistics.median(values) for name, values in figures.items()}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 from benchmarks.__main__ import main
+from benchmarks.bench_redis import Pinger
 from benchmarks.harness import Comparison, Row, interleaved
+from benchmarks.netdelay import DelayProxy
 
 
 def test_when_a_ratio_falls_short_then_its_target_is_reported_not_met():
@@ -51,3 +54,24 @@ def test_quick_run_prints_a_table_per_group_and_a_verdict_per_target(redis_serve
     assert all(re.search(r": \S.*  (met|NOT met)$", line) for line in targets)
     assert "TTLCache" in out and "two-round-trip limit" in out and "round trips/event" in out
     assert out.rstrip().endswith("all targets met") or "targets not met:" in out
+
+
+def test_interleaved_runs_the_hook_before_every_round():
+    events = []
+    interleaved({"a": lambda: events.append("a") or 1.0}, rounds=2,
+                before_round=lambda: events.append("hook"))
+    assert events == ["hook", "a", "hook", "a"]
+
+
+@pytest.mark.redis
+def test_the_delay_proxy_takes_a_new_delay_while_it_runs(redis_server):
+    with DelayProxy(redis_server.port, one_way_us=0) as proxy:
+        pinger = Pinger(proxy.port)
+        pinger.ping()
+        proxy.set_delay(25_000)
+        start = time.perf_counter()
+        pinger.ping()
+        # A sleep never ends early: the round trip now holds both one-way delays.
+        assert time.perf_counter() - start >= 0.050
+        assert proxy.one_way_us == 25_000
+        pinger.close()
