@@ -50,8 +50,9 @@ from dedup.columnar.keysql import names_sha256
 
 #: The names each built strategy reproduces (hashed as :data:`dedup.columnar.keysql.SOURCES`): the
 #: strategy's own, ``epoch_ms`` of the envelope time, and the body fingerprints' canonical JSON and digest.
-_FINGERPRINT_SOURCES = ("ContentFingerprint", "_fingerprinted", "canonical.digest", "canonical._plain",
-                        "canonical._encode", "canonical._encode_string", "canonical._INT_EXACT")
+_FINGERPRINT_SOURCES = ("ContentFingerprint", "_fingerprinted", "canonical.digest", "canonical.digests",
+                        "canonical._plain", "canonical._encode", "canonical._encode_string",
+                        "canonical._INT_EXACT")
 SOURCES: dict[str, tuple[str, ...]] = {
     spec: (*SQL_SOURCES[spec], *SQL_SOURCES["time"], *(_FINGERPRINT_SOURCES if spec != "envelope-id" else ()))
     for spec in ("envelope-id", "auto", "genesys", "nice")
@@ -59,9 +60,9 @@ SOURCES: dict[str, tuple[str, ...]] = {
 #: Per strategy, the hash of its :data:`SOURCES` the builder was checked against.
 VALIDATED: dict[str, str] = {
     "envelope-id": "d6b4f99a9a2748b612abb9821e50a8f20dff3a2d2ef1dfefef0fccad9d29dc04",
-    "auto": "8d7827ccc33b880ced1073fd782ad81d44b6ef1d197403235023a29b7c151b54",
-    "genesys": "cf4570b4330e84051fb1a3f8c3afd65cd3da099cc736c0ce8811d5efd8eeb9a7",
-    "nice": "cf4570b4330e84051fb1a3f8c3afd65cd3da099cc736c0ce8811d5efd8eeb9a7",
+    "auto": "0c7753f739d5b374abbd9681bc62958e46d3987774f37eb1454eac2ea049b1fe",
+    "genesys": "215b3bba0e2637d30eb5f03bd0a1f3fcaf7900ac6e55630feb5d002260b68f33",
+    "nice": "215b3bba0e2637d30eb5f03bd0a1f3fcaf7900ac6e55630feb5d002260b68f33",
 }
 _MODES = {"envelope-id": 0, "auto": 1, "genesys": 2, "nice": 3}
 _ENVELOPE_ID, _AUTO, _GENESYS, _NICE = range(4)
