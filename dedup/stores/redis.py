@@ -222,8 +222,7 @@ _STATUS = {"C": ClaimStatus.CLAIMED, "D": ClaimStatus.DUPLICATE, "I": ClaimStatu
 _BLANK_OUTCOMES = {letter: ClaimOutcome(status) for letter, status in _STATUS.items()}
 
 # The RESP length header of each argument shorter than 256 bytes (keys, tokens, numbers).
-_BULK_HEADS = [b"$%d" % n for n in range(256)]
-_STR_HEADS = [f"${n}" for n in range(256)]
+_LENGTH_HEADS = [f"${n}" for n in range(256)]
 _ASCII = "".join(map(chr, range(128)))
 # The smallest max_connections of a pool the store keeps a connection of between requests:
 # holding one of a pool of, say, one would starve the client's other callers.
@@ -545,32 +544,29 @@ class RedisStore(WindowStore):
 
         Keys, tokens, numbers and hex fingerprints are ASCII, so the request is
         built as one string (each argument's length in characters is then its
-        length in bytes) and encoded once; anything else, or a client encoding
-        that does not keep ASCII as it is, is encoded argument by argument.
+        length in bytes) and encoded once. Anything else, or a client encoding
+        that does not keep ASCII as it is, is encoded argument by argument first
+        (each byte a character of a Latin-1 string, so the same lengths hold).
         """
-        heads = _STR_HEADS
-        parts: list[str] = [""] * (2 * len(items))
-        parts[::2] = [heads[n] if n < len(heads) else f"${n}" for n in map(len, items)]
-        parts[1::2] = items
-        text = (f"*{len(items) + 2}\r\n${len(command)}\r\n{command}\r\n${len(body)}\r\n{body}\r\n"
-                + "\r\n".join(parts) + "\r\n")
+        text = _resp((command, body, *items))
         if self._ascii_encoding and text.isascii():
             return text.encode("ascii")
         encoding, errors = self._encoding
-        return _pack_bytes([arg.encode(encoding, errors) for arg in (command, body, *items)])
+        return _resp([arg.encode(encoding, errors).decode("latin-1") for arg in (command, body, *items)]
+                     ).encode("latin-1")
+
+
+def _resp(args: Sequence[str]) -> str:
+    """The RESP request of ``args`` as a string whose length headers count characters."""
+    heads = _LENGTH_HEADS
+    parts: list[str] = [""] * (2 * len(args))
+    parts[::2] = [heads[n] if n < len(heads) else f"${n}" for n in map(len, args)]
+    parts[1::2] = args
+    return f"*{len(args)}\r\n" + "\r\n".join(parts) + "\r\n"
 
 
 def _never() -> bool:
     return False
-
-
-def _pack_bytes(items: Sequence[bytes]) -> bytes:
-    """The RESP request of a command whose every argument is already bytes."""
-    heads = _BULK_HEADS
-    parts: list[bytes] = [b""] * (2 * len(items))
-    parts[::2] = [heads[n] if n < len(heads) else b"$%d" % n for n in map(len, items)]
-    parts[1::2] = items
-    return b"*%d\r\n" % len(items) + b"\r\n".join(parts) + b"\r\n"
 
 
 def _exchange(conn: redis.Connection, request: bytes) -> Any:

@@ -218,3 +218,13 @@ def test_a_prefix_beyond_ascii_names_the_keys_as_the_client_encodes_them(redis_c
     claims = store.claim(["k"], lease_s=30)
     assert store.complete(claims, window_s=60) == [True]
     assert redis_client.keys("*") == [claims[0].storage_key.encode()]
+
+
+def test_a_prefix_beyond_ascii_is_encoded_with_the_clients_own_encoding(redis_server, redis_client, clock):
+    latin = redis.Redis.from_url(redis_server.url, encoding="latin-1")
+    store = RedisStore(latin, clock=clock, prefix="dédup:")
+    claims = store.claim(["k"], lease_s=30)
+    assert store.complete(claims, window_s=60) == [True]
+    assert redis_client.keys("*") == [claims[0].storage_key.encode("latin-1")]
+    store.close()
+    latin.close()
