@@ -69,10 +69,11 @@ def digests(texts: Iterable[str], size: int = 16) -> list[bytes]:
     which parses the digest size and the other parameters every time.
     """
     blank = _BLANK_BLAKE2B.get(size) or _BLANK_BLAKE2B.setdefault(size, hashlib.blake2b(digest_size=size))
+    encode = str.encode  # a TypeError for anything but a string, even one with an encode method
     out = []
     for text in texts:
         h = blank.copy()
-        h.update(text.encode("utf-8", "surrogatepass"))
+        h.update(encode(text, "utf-8", "surrogatepass"))
         out.append(h.digest())
     return out
 

@@ -60,9 +60,9 @@ SOURCES: dict[str, tuple[str, ...]] = {
 #: Per strategy, the hash of its :data:`SOURCES` the builder was checked against.
 VALIDATED: dict[str, str] = {
     "envelope-id": "d6b4f99a9a2748b612abb9821e50a8f20dff3a2d2ef1dfefef0fccad9d29dc04",
-    "auto": "0c7753f739d5b374abbd9681bc62958e46d3987774f37eb1454eac2ea049b1fe",
-    "genesys": "215b3bba0e2637d30eb5f03bd0a1f3fcaf7900ac6e55630feb5d002260b68f33",
-    "nice": "215b3bba0e2637d30eb5f03bd0a1f3fcaf7900ac6e55630feb5d002260b68f33",
+    "auto": "37b3a309f2e0b34a5b28df545d1f72144bf589acba15de94d678dbf00dc410bb",
+    "genesys": "f3796c51ded145036cbc33107417f7b3ac7f3800acb6585bc094daec609d8a06",
+    "nice": "f3796c51ded145036cbc33107417f7b3ac7f3800acb6585bc094daec609d8a06",
 }
 _MODES = {"envelope-id": 0, "auto": 1, "genesys": 2, "nice": 3}
 _ENVELOPE_ID, _AUTO, _GENESYS, _NICE = range(4)

@@ -134,7 +134,7 @@ class WindowStore(ABC):
         """
         try:
             hashed = digests(keys, STORAGE_KEY_DIGEST_BYTES)
-        except AttributeError:  # not a string: no .encode
+        except TypeError:  # not a string
             hashed = []
         if len(hashed) != len(keys) or "" in keys:
             bad = next(k for k in keys if not isinstance(k, str) or not k)

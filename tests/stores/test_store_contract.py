@@ -268,6 +268,19 @@ def test_empty_keys_are_rejected(store):
         store.claim([""], lease_s=5)
 
 
+class _Encodable:
+    """Not a string, though it encodes like one."""
+
+    def encode(self, *args: object) -> bytes:
+        return b"k"
+
+
+@pytest.mark.parametrize("key", [b"k", 7, None, _Encodable()], ids=["bytes", "int", "none", "encodable"])
+def test_keys_that_are_not_strings_are_rejected(store, key):
+    with pytest.raises(ValueError, match="non-empty string"):
+        store.claim(["fine", key], lease_s=5)
+
+
 def test_a_reachable_store_answers_a_ping(store):
     store.ping()  # raises StoreUnavailableError when the backend does not answer
     assert [c.status for c in store.claim(["after-ping"], lease_s=5)] == [C]
